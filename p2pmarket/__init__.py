@@ -1,0 +1,32 @@
+"""p2pmarket: a peer-to-peer marketplace node.
+
+The public API is small and re-exported here; everything else is internal::
+
+    from p2pmarket import Node
+    with Node.open("~/market") as node:
+        for listing in node.search("sepeda lipat").listings:
+            print(listing.title)
+"""
+
+from __future__ import annotations
+
+from p2pmarket.errors import ConfigError as ConfigError
+from p2pmarket.errors import IdentityError as IdentityError
+from p2pmarket.errors import InvalidInput as InvalidInput
+from p2pmarket.errors import InvalidRecord as InvalidRecord
+from p2pmarket.errors import NotFound as NotFound
+from p2pmarket.errors import P2PMarketError as P2PMarketError
+from p2pmarket.errors import StoreError as StoreError
+from p2pmarket.errors import StoreLocked as StoreLocked
+from p2pmarket.errors import WrongPassphrase as WrongPassphrase
+from p2pmarket.node import Node as Node
+from p2pmarket.node import init_home as init_home
+from p2pmarket.node import open_node as open_node
+from p2pmarket.records import Listing as Listing
+from p2pmarket.records import Profile as Profile
+from p2pmarket.records import Tombstone as Tombstone
+from p2pmarket.records import format_id as format_id
+from p2pmarket.records import parse_id as parse_id
+from p2pmarket.store import Page as Page
+
+__version__ = "0.1.0"

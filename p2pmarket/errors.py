@@ -1,0 +1,60 @@
+"""The one exception tree of p2pmarket.
+
+Every error a user can cause is a ``P2PMarketError`` whose message says what is
+wrong and, where there is one, what to do next. Errors from plyvel, PyNaCl and
+msgpack are translated into this tree at the module that calls them, so callers
+(the CLI above all) catch one root and never show a traceback for bad input::
+
+    P2PMarketError
+    ├── InvalidRecord        a record broke a rule; ``field`` names the culprit
+    ├── InvalidInput         a value given by the user (flag, query, file) is bad
+    ├── NotFound             an id that is not in the local cache
+    ├── IdentityError        no key, wrong passphrase, unreadable key file
+    │   └── WrongPassphrase
+    ├── StoreError           the LevelDB store cannot be opened or written
+    │   └── StoreLocked      another process (the daemon?) holds the store
+    └── ConfigError          a bad config.toml value or a bad home folder
+"""
+
+from __future__ import annotations
+
+
+class P2PMarketError(Exception):
+    """Root of every error p2pmarket raises on purpose."""
+
+
+class InvalidRecord(P2PMarketError):
+    """A record failed validation. ``field`` is the offending field, if one is to blame."""
+
+    def __init__(self, field: str | None, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}" if field else reason)
+
+
+class InvalidInput(P2PMarketError):
+    """A value a person or a file gave us is unusable."""
+
+
+class NotFound(P2PMarketError):
+    """The thing asked for is not in the local cache."""
+
+
+class IdentityError(P2PMarketError):
+    """The node's identity is missing or cannot be read."""
+
+
+class WrongPassphrase(IdentityError):
+    """The passphrase does not open the key file."""
+
+
+class StoreError(P2PMarketError):
+    """The local store cannot be opened, read or written."""
+
+
+class StoreLocked(StoreError):
+    """Another process holds the store's lock."""
+
+
+class ConfigError(P2PMarketError):
+    """A configuration value or the home folder is unusable."""

@@ -1,0 +1,106 @@
+"""The home folder and its configuration.
+
+A home holds everything one node owns::
+
+    config.toml      optional settings (see Config)
+    identity.key     the node's key file (0600)
+    store/           the LevelDB store
+
+Settings come from defaults, then ``config.toml``; the CLI applies its flags on top.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from p2pmarket.errors import ConfigError, InvalidInput
+from p2pmarket.money import check_currency
+from p2pmarket.records import MAX_LIFETIME, DAY
+
+HOME_ENV = "P2PMARKET_HOME"
+
+
+def default_home() -> Path:
+    """``$P2PMARKET_HOME``, else the per-user data folder (``~/.local/share/p2pmarket``…)."""
+    env = os.environ.get(HOME_ENV)
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_path
+
+    return user_data_path("p2pmarket", appauthor=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Settings of one home. Bad values raise ConfigError naming the key."""
+
+    currency: str = "IDR"
+    location: str = ""
+    listing_days: int = 30
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any], origin: str) -> Config:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"{origin}: unknown setting {sorted(unknown)[0]!r}")
+        config = cls(**data)
+        try:
+            check_currency(config.currency)
+        except InvalidInput as exc:
+            raise ConfigError(f"{origin}: currency: {exc}") from None
+        if not isinstance(config.location, str):
+            raise ConfigError(f"{origin}: location must be text")
+        days = config.listing_days
+        if type(days) is not int or not 1 <= days <= MAX_LIFETIME // DAY:
+            raise ConfigError(f"{origin}: listing_days must be a whole number from 1 to 90")
+        return cls(check_currency(config.currency), config.location, days)
+
+
+@dataclass(frozen=True, slots=True)
+class Home:
+    """Paths inside one home folder."""
+
+    root: Path
+
+    @property
+    def key_file(self) -> Path:
+        return self.root / "identity.key"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.root / "store"
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def initialised(self) -> bool:
+        return self.key_file.exists()
+
+    def load_config(self) -> Config:
+        try:
+            text = self.config_file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return Config()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read {self.config_file}: {exc}") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{self.config_file} is not valid TOML: {exc}") from None
+        return Config.from_mapping(data, str(self.config_file))
+
+    def require(self) -> None:
+        """Fail clearly when the home was never initialised."""
+        if not self.root.is_dir():
+            raise ConfigError(
+                f"no p2pmarket home at {self.root}: run `p2pmarket init` (or pass --home)"
+            )
+        if not self.initialised:
+            raise ConfigError(f"{self.root} has no identity yet: run `p2pmarket init`")

@@ -1,0 +1,397 @@
+"""The Node: the one public face of p2pmarket for programs and for the CLI.
+
+A Node owns one home: its identity, its store and (from the networked release on)
+its connection to peers. Operations on the local cache are plain synchronous
+methods, because they never wait on anything but a local LevelDB write; they are
+safe to call from inside a trio task. The private key is unlocked lazily, on the
+first operation that signs, so reading and searching never ask for a passphrase.
+
+    with Node.open("~/market", passphrase="…") as node:
+        listing = node.create_listing(title="Sepeda lipat", price=150_000_000,
+                                      currency="IDR", category="vehicles/bicycles")
+        page = node.search("sepeda")
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from p2pmarket import records
+from p2pmarket.crypto.keystore import KeyFile, read_key_file, seal, write_key_file
+from p2pmarket.crypto.peer_id import peer_id_from_public_key
+from p2pmarket.errors import IdentityError, InvalidInput, NotFound, P2PMarketError
+from p2pmarket.home import Config, Home, default_home
+from p2pmarket.records import DAY, Kind, Listing, Profile, Tombstone
+from p2pmarket.store import ListingStore, Page, Query, Sort
+
+if TYPE_CHECKING:
+    from p2pmarket.crypto.signing import Signer
+    from p2pmarket.ingest import IngestReport
+
+Passphrase = str | Callable[[], str] | None
+Clock = Callable[[], float]
+
+
+def _resolve_home(home: str | os.PathLike[str] | None) -> Home:
+    return Home(Path(home).expanduser() if home is not None else default_home())
+
+
+def init_home(
+    home: str | os.PathLike[str] | None,
+    passphrase: str | None,
+    *,
+    signer: Signer | None = None,
+) -> str:
+    """Create a home with a new identity (or ``signer``, when restoring a backup).
+
+    ``passphrase=None`` stores the key unencrypted (0600). Returns the peer id.
+    """
+    from p2pmarket.crypto.signing import Signer
+
+    paths = _resolve_home(home)
+    if paths.initialised:
+        raise IdentityError(f"{paths.root} already has an identity; use another --home")
+    signer = signer or Signer.generate()
+    data = seal(signer, passphrase)
+    try:
+        paths.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_key_file(paths.key_file, data)
+    except OSError as exc:
+        raise IdentityError(f"cannot write {paths.key_file}: {exc.strerror}") from None
+    return peer_id_from_public_key(signer.public_key)
+
+
+class Node:
+    """A p2pmarket node bound to one home. Use :meth:`open` or :func:`open_node`."""
+
+    def __init__(
+        self,
+        home: Home,
+        key_file: KeyFile,
+        store: ListingStore,
+        config: Config,
+        passphrase: Passphrase,
+        clock: Clock,
+    ) -> None:
+        self.home = home
+        self.config = config
+        self.public_key: bytes = key_file.public_key
+        self.peer_id: str = peer_id_from_public_key(key_file.public_key)
+        self._key_file = key_file
+        self._store: ListingStore | None = store
+        self._passphrase = passphrase
+        self._signer: Signer | None = None
+        self._clock = clock
+
+    @classmethod
+    def open(
+        cls,
+        home: str | os.PathLike[str] | None = None,
+        *,
+        passphrase: Passphrase = None,
+        clock: Clock = time.time,
+    ) -> Node:
+        """Open an initialised home. ``passphrase`` (text, or a function asked once
+        when a signature is first needed) unlocks an encrypted key."""
+        paths = _resolve_home(home)
+        paths.require()
+        config = paths.load_config()
+        key_file = read_key_file(paths.key_file)
+        store = ListingStore(paths.store_dir)
+        node = cls(paths, key_file, store, config, passphrase, clock)
+        try:
+            node.collect_garbage()
+        except BaseException:
+            node.close()
+            raise
+        return node
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the store. Idempotent; the node is unusable afterwards."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self) -> Node:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def store(self) -> ListingStore:
+        if self._store is None:
+            raise P2PMarketError("this node is closed")
+        return self._store
+
+    def now(self) -> int:
+        return int(self._clock())
+
+    def _signer_or_unlock(self) -> Signer:
+        if self._signer is None:
+            secret = self._passphrase() if callable(self._passphrase) else self._passphrase
+            if secret is None and self._key_file.encrypted:
+                raise IdentityError(
+                    "this needs the key's passphrase: set P2PMARKET_PASSPHRASE or run in a terminal"
+                )
+            self._signer = self._key_file.unlock(secret)
+        return self._signer
+
+    # -- own listings ------------------------------------------------------
+
+    def create_listing(
+        self,
+        *,
+        title: str,
+        price: int,
+        currency: str | None = None,
+        category: str,
+        kind: Kind = "sell",
+        description: str = "",
+        tags: Sequence[str] = (),
+        location: str | None = None,
+        quantity: int = 1,
+        expires_days: int | None = None,
+        images: Sequence[bytes] = (),
+    ) -> Listing:
+        """Sign and store a new listing; return it. ``price`` is in minor units of
+        ``currency`` (Rp 150.000 is ``15_000_000`` IDR): see :func:`money.parse_amount`."""
+        now = self.now()
+        draft = Listing(
+            seller=self.public_key,
+            nonce=os.urandom(16),
+            seq=1,
+            kind=kind,
+            title=title.strip(),
+            description=description.strip(),
+            price=price,
+            currency=(currency or self.config.currency).upper(),
+            quantity=quantity,
+            category=category.strip().lower(),
+            tags=_clean_tags(tags),
+            location=(self.config.location if location is None else location).strip(),
+            created=now,
+            expires=now + _lifetime(expires_days or self.config.listing_days),
+            images=tuple(images),
+        )
+        return self._publish(draft)
+
+    def update_listing(
+        self,
+        listing_id: bytes | str,
+        *,
+        title: str | None = None,
+        price: int | None = None,
+        currency: str | None = None,
+        category: str | None = None,
+        kind: Kind | None = None,
+        description: str | None = None,
+        tags: Sequence[str] | None = None,
+        location: str | None = None,
+        quantity: int | None = None,
+        expires_days: int | None = None,
+    ) -> Listing:
+        """Publish a new version (seq + 1) of one of our listings with the given changes.
+
+        An update also renews the listing: it counts as new from now, for
+        ``expires_days`` (default: what is left of its current lifetime, at least a day).
+        """
+        current = self._own_listing(listing_id)
+        now = self.now()
+        lifetime = (
+            _lifetime(expires_days) if expires_days is not None else max(current.expires - now, DAY)
+        )
+        draft = replace(
+            current,
+            seq=current.seq + 1,
+            title=current.title if title is None else title.strip(),
+            price=current.price if price is None else price,
+            currency=current.currency if currency is None else currency.upper(),
+            category=current.category if category is None else category.strip().lower(),
+            kind=current.kind if kind is None else kind,
+            description=current.description if description is None else description.strip(),
+            tags=current.tags if tags is None else _clean_tags(tags),
+            location=current.location if location is None else location.strip(),
+            quantity=current.quantity if quantity is None else quantity,
+            created=now,
+            expires=now + lifetime,
+            signature=b"",
+            encoded=b"",
+        )
+        return self._publish(draft)
+
+    def withdraw_listing(self, listing_id: bytes | str) -> Tombstone:
+        """Withdraw one of our listings for good; it cannot be revived, only relisted."""
+        current = self._own_listing(listing_id)
+        now = self.now()
+        draft = Tombstone(
+            seller=self.public_key,
+            nonce=current.nonce,
+            seq=current.seq + 1,
+            created=now,
+            # The tombstone must outlive every copy of the listing it hides.
+            expires=max(current.expires, now + 1),
+        )
+        return self._publish(draft)
+
+    def _publish(self, draft: Listing | Tombstone) -> Listing | Tombstone:  # type: ignore[misc]
+        signed = records.sign(draft, self._signer_or_unlock().sign)
+        assert isinstance(signed, Listing | Tombstone)
+        self.store.put(signed, sync=True)
+        return signed
+
+    def _own_listing(self, listing_id: bytes | str) -> Listing:
+        listing = self.get_listing(listing_id)
+        if listing.seller != self.public_key:
+            raise InvalidInput(
+                f"listing {records.format_id(listing.id)} belongs to another seller; "
+                "you can change only your own"
+            )
+        return listing
+
+    def my_listings(self) -> list[Listing]:
+        """Our live listings, newest first."""
+        return self.store.by_seller(self.public_key, self.now())
+
+    # -- the cache ---------------------------------------------------------
+
+    def get_listing(self, listing_id: bytes | str) -> Listing:
+        """A live listing from the cache; NotFound if unknown, withdrawn or expired."""
+        raw_id = records.parse_id(listing_id) if isinstance(listing_id, str) else listing_id
+        record = self.store.get(raw_id, self.now())
+        text = records.format_id(raw_id)
+        if record is None:
+            raise NotFound(f"no listing {text} in the local cache (it may have expired)")
+        if isinstance(record, Tombstone):
+            raise NotFound(f"listing {text} was withdrawn by its seller")
+        return record
+
+    def search(
+        self,
+        text: str = "",
+        *,
+        kind: Kind | None = None,
+        category: str | None = None,
+        currency: str | None = None,
+        min_price: int | None = None,
+        max_price: int | None = None,
+        location: str | None = None,
+        seller: bytes | None = None,
+        sort: Sort = "newest",
+        limit: int = 20,
+        offset: int = 0,
+    ) -> Page:
+        """Search the local cache. Words are ANDed; the last word also matches as a
+        prefix. Prices are minor units of ``currency``."""
+        if not 1 <= limit <= 1000:
+            raise InvalidInput("limit must be between 1 and 1000")
+        if offset < 0:
+            raise InvalidInput("offset must be zero or more")
+        query = Query(
+            text=text,
+            kind=kind,
+            category=category.strip().lower() if category else None,
+            currency=currency.upper() if currency else None,
+            min_price=min_price,
+            max_price=max_price,
+            location=location,
+            seller=seller,
+            sort=sort,
+            limit=limit,
+            offset=offset,
+        )
+        return self.store.search(query, self.now())
+
+    def collect_garbage(self) -> int:
+        """Drop expired listings and tombstones from the cache; return how many."""
+        return self.store.collect_expired(self.now())
+
+    # -- export / import ---------------------------------------------------
+
+    def export_listings(self, path: str | os.PathLike[str], *, everything: bool = False) -> int:
+        """Write our live listings (or, with ``everything``, every unexpired listing and
+        withdrawal in the cache) to an export file; return how many."""
+        from p2pmarket.exchange import write_export
+
+        now = self.now()
+        if everything:
+            items: Iterable[bytes] = (records.encode(r) for r in self.store.iter_records(now))
+        else:
+            items = (
+                records.encode(r)
+                for r in self.store.iter_records(now)
+                if r.seller == self.public_key
+            )
+        return write_export(Path(path), items)
+
+    def import_listings(self, path: str | os.PathLike[str]) -> IngestReport:
+        """Verify every record of an export file and store the valid ones."""
+        from p2pmarket.exchange import read_export
+        from p2pmarket.ingest import ingest
+
+        return ingest(self.store, read_export(Path(path)), self.now(), own_key=self.public_key)
+
+    def ingest(self, items: Iterable[bytes]) -> IngestReport:
+        """Verify and store raw signed records (from any source)."""
+        from p2pmarket.ingest import ingest
+
+        return ingest(self.store, items, self.now(), own_key=self.public_key)
+
+    def profile(self, owner: bytes | None = None) -> Profile | None:
+        return self.store.get_profile(owner or self.public_key)
+
+    def set_profile(
+        self, *, name: str, bio: str = "", contacts: Sequence[str] = (), location: str = ""
+    ) -> Profile:
+        """Sign and store our profile (a new seq replaces the old one)."""
+        current = self.profile()
+        draft = Profile(
+            owner=self.public_key,
+            seq=current.seq + 1 if current else 1,
+            name=name.strip(),
+            bio=bio.strip(),
+            contacts=tuple(c.strip() for c in contacts if c.strip()),
+            location=location.strip(),
+            created=self.now(),
+        )
+        signed = records.sign(draft, self._signer_or_unlock().sign)
+        assert isinstance(signed, Profile)
+        self.store.put(signed, sync=True)
+        return signed
+
+
+@asynccontextmanager
+async def open_node(
+    home: str | os.PathLike[str] | None = None,
+    *,
+    passphrase: Passphrase = None,
+    clock: Clock = time.time,
+) -> AsyncIterator[Node]:
+    """Open a node for use inside a trio program: ``async with open_node(home) as node``.
+
+    The node is closed when the block exits, also on error or cancellation.
+    """
+    node = Node.open(home, passphrase=passphrase, clock=clock)
+    try:
+        yield node
+    finally:
+        node.close()
+
+
+def _lifetime(days: int) -> int:
+    if type(days) is not int or not 1 <= days <= records.MAX_LIFETIME // DAY:
+        raise InvalidInput(f"expires-days must be a whole number from 1 to 90 (got {days})")
+    return days * DAY
+
+
+def _clean_tags(tags: Iterable[str]) -> tuple[str, ...]:
+    """Trim, lowercase and de-duplicate tags, keeping their order."""
+    return tuple(dict.fromkeys(t.strip().lower() for t in tags if t.strip()))

@@ -1,0 +1,442 @@
+"""Signed records: listings, withdrawals (tombstones) and profiles.
+
+Pure data and pure functions: no I/O, no clock (``now`` is always passed in).
+
+Wire and disk form of every record: a msgpack map with string keys in ascending
+order, integers in their shortest form, text as msgpack str and bytes as bin. That
+encoding is canonical: :func:`decode` re-encodes what it parsed and rejects input
+that differs by a single byte, so a record has exactly one valid byte form. The
+signature (key ``sig``) is ed25519 over ``DOMAIN[type] + encoding of every other
+field``; the domain prefix keeps a signature on one record type from being replayed
+as another.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Final, Literal, TypeAlias
+
+import msgpack
+
+from p2pmarket.errors import InvalidInput, InvalidRecord
+from p2pmarket.money import CURRENCIES, MAX_MINOR_UNITS
+
+FORMAT_VERSION: Final = 1
+MAX_RECORD_BYTES: Final = 8192
+CLOCK_SKEW: Final = 10 * 60
+DAY: Final = 86400
+DEFAULT_LIFETIME: Final = 30 * DAY
+MAX_LIFETIME: Final = 90 * DAY
+EARLIEST: Final = 1_577_836_800  # 2020-01-01: older timestamps are clock errors
+
+MAX_TITLE: Final = 140
+MAX_DESCRIPTION: Final = 4000
+MAX_TAGS: Final = 10
+MAX_TAG: Final = 32
+MAX_LOCATION: Final = 100
+MAX_CATEGORY: Final = 64
+MAX_IMAGES: Final = 8
+MAX_QUANTITY: Final = 1_000_000
+MAX_SEQ: Final = 2**63 - 1
+MAX_NAME: Final = 64
+MAX_BIO: Final = 1000
+MAX_CONTACTS: Final = 5
+MAX_CONTACT: Final = 100
+
+KINDS: Final = ("sell", "wanted")
+Kind: TypeAlias = Literal["sell", "wanted"]
+
+DOMAIN: Final = {
+    "listing": b"p2pmarket/listing/v1\x00",
+    "tombstone": b"p2pmarket/tombstone/v1\x00",
+    "profile": b"p2pmarket/profile/v1\x00",
+}
+_ID_DOMAIN: Final = b"p2pmarket/listing-id/v1\x00"
+
+CATEGORY_RE: Final = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*(?:/[a-z0-9]+(?:-[a-z0-9]+)*)?$")
+# Control characters other than tab and newline are never valid in text fields.
+_CONTROL: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_CONTROL_ONE_LINE: Final = re.compile(r"[\x00-\x1f\x7f]")
+
+
+# ---------------------------------------------------------------------------
+# Ids
+
+
+def listing_id(seller: bytes, nonce: bytes) -> bytes:
+    """A listing id binds the seller: it is a hash of their key and a nonce, so no
+    one else can publish under, or withdraw, an id that is not theirs."""
+    return hashlib.blake2b(_ID_DOMAIN + seller + nonce, digest_size=16).digest()
+
+
+def format_id(raw: bytes) -> str:
+    return base64.b32encode(raw).decode("ascii").rstrip("=").lower()
+
+
+def parse_id(text: str) -> bytes:
+    cleaned = text.strip().upper()
+    try:
+        raw = base64.b32decode(cleaned + "=" * (-len(cleaned) % 8))
+    except ValueError:
+        raw = b""
+    if len(raw) != 16:
+        raise InvalidInput(f"{text!r} is not a listing id (26 letters and digits, e.g. from `search`)")
+    return raw
+
+
+# ---------------------------------------------------------------------------
+# Record types
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """An offer (``sell``) or a buy request (``wanted``). A higher ``seq`` replaces."""
+
+    seller: bytes
+    nonce: bytes
+    seq: int
+    kind: Kind
+    title: str
+    description: str
+    price: int
+    currency: str
+    quantity: int
+    category: str
+    tags: tuple[str, ...]
+    location: str
+    created: int
+    expires: int
+    images: tuple[bytes, ...] = ()
+    signature: bytes = b""
+    encoded: bytes = field(default=b"", compare=False, repr=False)
+
+    @property
+    def id(self) -> bytes:
+        return listing_id(self.seller, self.nonce)
+
+    def fields(self) -> dict[str, Any]:
+        # Keys in ascending order: this dict's order is the canonical encoding.
+        return {
+            "cat": self.category,
+            "cur": self.currency,
+            "desc": self.description,
+            "exp": self.expires,
+            "img": list(self.images),
+            "kind": self.kind,
+            "loc": self.location,
+            "nonce": self.nonce,
+            "price": self.price,
+            "qty": self.quantity,
+            "seller": self.seller,
+            "seq": self.seq,
+            "tags": list(self.tags),
+            "title": self.title,
+            "ts": self.created,
+            "type": "listing",
+            "v": FORMAT_VERSION,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    """A signed withdrawal. It hides the listing for good: the id stays dead until
+    the tombstone expires, by which time every copy of the listing has expired too."""
+
+    seller: bytes
+    nonce: bytes
+    seq: int
+    created: int
+    expires: int
+    signature: bytes = b""
+    encoded: bytes = field(default=b"", compare=False, repr=False)
+
+    @property
+    def id(self) -> bytes:
+        return listing_id(self.seller, self.nonce)
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "exp": self.expires,
+            "nonce": self.nonce,
+            "seller": self.seller,
+            "seq": self.seq,
+            "ts": self.created,
+            "type": "tombstone",
+            "v": FORMAT_VERSION,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """What a seller says about themselves. A higher ``seq`` replaces."""
+
+    owner: bytes
+    seq: int
+    name: str
+    bio: str
+    contacts: tuple[str, ...]
+    location: str
+    created: int
+    signature: bytes = b""
+    encoded: bytes = field(default=b"", compare=False, repr=False)
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "bio": self.bio,
+            "contacts": list(self.contacts),
+            "loc": self.location,
+            "name": self.name,
+            "owner": self.owner,
+            "seq": self.seq,
+            "ts": self.created,
+            "type": "profile",
+            "v": FORMAT_VERSION,
+        }
+
+
+Record: TypeAlias = Listing | Tombstone | Profile
+
+
+def _type_name(record: Record) -> str:
+    return record.fields()["type"]  # type: ignore[no-any-return]
+
+
+def author(record: Record) -> bytes:
+    return record.owner if isinstance(record, Profile) else record.seller
+
+
+# ---------------------------------------------------------------------------
+# Encoding and signing
+
+
+def _pack(doc: dict[str, Any]) -> bytes:
+    return msgpack.packb(doc, use_bin_type=True)
+
+
+def signed_message(record: Record) -> bytes:
+    """The exact bytes the author signs: domain prefix + canonical fields without sig."""
+    return DOMAIN[_type_name(record)] + _pack(record.fields())
+
+
+def encode(record: Record) -> bytes:
+    if record.encoded:
+        return record.encoded
+    return _pack({**record.fields(), "sig": record.signature})
+
+
+def sign(record: Record, sign_fn: Callable[[bytes], bytes]) -> Record:
+    """Return ``record`` signed with ``sign_fn`` (a :class:`~p2pmarket.crypto.signing.Signer`'s
+    ``sign``), its canonical encoding attached, after checking every rule but the clock."""
+    signed = replace(record, signature=sign_fn(signed_message(record)), encoded=b"")
+    data = _pack({**signed.fields(), "sig": signed.signature})
+    if len(data) > MAX_RECORD_BYTES:
+        raise InvalidRecord(None, f"the record is {len(data)} bytes; the limit is {MAX_RECORD_BYTES}")
+    checked = decode(data, now=signed.created)
+    return checked
+
+
+# ---------------------------------------------------------------------------
+# Decoding and validation: one checker per type, shared by every path that
+# accepts a record (import, gossip, DHT, sync, RPC, the store).
+
+
+class _Fields:
+    """Typed access to a decoded map that names the record and field in each error."""
+
+    def __init__(self, kind: str, doc: dict[Any, Any]) -> None:
+        self.kind = kind
+        self.doc = doc
+
+    def fail(self, key: str, reason: str) -> InvalidRecord:
+        return InvalidRecord(f"{self.kind}.{key}", reason)
+
+    def get(self, key: str) -> Any:
+        if key not in self.doc:
+            raise self.fail(key, "missing")
+        return self.doc[key]
+
+    def bytes_(self, key: str, size: int) -> bytes:
+        value = self.get(key)
+        if not isinstance(value, bytes) or len(value) != size:
+            raise self.fail(key, f"must be {size} bytes")
+        return value
+
+    def int_(self, key: str, low: int, high: int) -> int:
+        value = self.get(key)
+        if type(value) is not int:
+            raise self.fail(key, "must be an integer")
+        if not low <= value <= high:
+            raise self.fail(key, f"must be between {low} and {high} (got {value})")
+        return value
+
+    def text(self, key: str, limit: int, *, required: bool = False, one_line: bool = True) -> str:
+        value = self.get(key)
+        if not isinstance(value, str):
+            raise self.fail(key, "must be text")
+        if len(value) > limit:
+            raise self.fail(key, f"longer than {limit} characters (got {len(value)})")
+        if required and not value.strip():
+            raise self.fail(key, "must not be empty")
+        if (_CONTROL_ONE_LINE if one_line else _CONTROL).search(value):
+            raise self.fail(key, "contains control characters")
+        return value
+
+    def texts(self, key: str, count: int, limit: int) -> tuple[str, ...]:
+        value = self.get(key)
+        if not isinstance(value, list) or len(value) > count:
+            raise self.fail(key, f"must be a list of at most {count}")
+        for item in value:
+            if not isinstance(item, str) or not item.strip() or len(item) > limit:
+                raise self.fail(key, f"each must be 1 to {limit} characters of text")
+            if _CONTROL_ONE_LINE.search(item):
+                raise self.fail(key, "contains control characters")
+        if len(set(value)) != len(value):
+            raise self.fail(key, "has duplicates")
+        return tuple(value)
+
+    def times(self, now: int, *, lifetime: bool = True) -> tuple[int, int]:
+        created = self.int_("ts", EARLIEST, MAX_SEQ)
+        if created > now + CLOCK_SKEW:
+            raise self.fail("ts", "is in the future: check this computer's clock")
+        if not lifetime:
+            return created, 0
+        expires = self.int_("exp", created + 1, created + MAX_LIFETIME)
+        if expires <= now:
+            raise self.fail("exp", "has passed: the record expired")
+        return created, expires
+
+    def only(self, keys: frozenset[str]) -> None:
+        extra = set(self.doc) - keys
+        if extra:
+            raise self.fail(sorted(map(str, extra))[0], "is not a known field")
+
+
+_LISTING_KEYS: Final = frozenset(
+    "cat cur desc exp img kind loc nonce price qty seller seq sig tags title ts type v".split()
+)
+_TOMBSTONE_KEYS: Final = frozenset("exp nonce seller seq sig ts type v".split())
+_PROFILE_KEYS: Final = frozenset("bio contacts loc name owner seq sig ts type v".split())
+
+
+def _listing(f: _Fields, now: int) -> Listing:
+    f.only(_LISTING_KEYS)
+    kind = f.get("kind")
+    if kind not in KINDS:
+        raise f.fail("kind", "must be 'sell' or 'wanted'")
+    currency = f.get("cur")
+    if currency not in CURRENCIES:
+        raise f.fail("cur", "must be an ISO 4217 currency code such as IDR or USD")
+    category = f.text("cat", MAX_CATEGORY, required=True)
+    if not CATEGORY_RE.match(category):
+        raise f.fail("cat", "must be lowercase words joined by '-', with at most one '/'")
+    images = f.get("img")
+    if not isinstance(images, list) or len(images) > MAX_IMAGES:
+        raise f.fail("img", f"must be a list of at most {MAX_IMAGES} hashes")
+    if not all(isinstance(h, bytes) and len(h) == 32 for h in images):
+        raise f.fail("img", "each image hash must be 32 bytes (BLAKE2b-256 or SHA-256)")
+    created, expires = f.times(now)
+    return Listing(
+        seller=f.bytes_("seller", 32),
+        nonce=f.bytes_("nonce", 16),
+        seq=f.int_("seq", 1, MAX_SEQ),
+        kind=kind,
+        title=f.text("title", MAX_TITLE, required=True),
+        description=f.text("desc", MAX_DESCRIPTION, one_line=False),
+        price=f.int_("price", 0, MAX_MINOR_UNITS),
+        currency=currency,
+        quantity=f.int_("qty", 1, MAX_QUANTITY),
+        category=category,
+        tags=f.texts("tags", MAX_TAGS, MAX_TAG),
+        location=f.text("loc", MAX_LOCATION),
+        created=created,
+        expires=expires,
+        images=tuple(images),
+        signature=f.bytes_("sig", 64),
+    )
+
+
+def _tombstone(f: _Fields, now: int) -> Tombstone:
+    f.only(_TOMBSTONE_KEYS)
+    created, expires = f.times(now)
+    return Tombstone(
+        seller=f.bytes_("seller", 32),
+        nonce=f.bytes_("nonce", 16),
+        seq=f.int_("seq", 1, MAX_SEQ),
+        created=created,
+        expires=expires,
+        signature=f.bytes_("sig", 64),
+    )
+
+
+def _profile(f: _Fields, now: int) -> Profile:
+    f.only(_PROFILE_KEYS)
+    created, _ = f.times(now, lifetime=False)
+    return Profile(
+        owner=f.bytes_("owner", 32),
+        seq=f.int_("seq", 1, MAX_SEQ),
+        name=f.text("name", MAX_NAME, required=True),
+        bio=f.text("bio", MAX_BIO, one_line=False),
+        contacts=f.texts("contacts", MAX_CONTACTS, MAX_CONTACT),
+        location=f.text("loc", MAX_LOCATION),
+        created=created,
+        signature=f.bytes_("sig", 64),
+    )
+
+
+_CHECKERS: Final[dict[str, Callable[[_Fields, int], Record]]] = {
+    "listing": _listing,
+    "tombstone": _tombstone,
+    "profile": _profile,
+}
+
+
+def decode(data: bytes, now: int) -> Record:
+    """Parse and check every rule except the signature (see :func:`validate`).
+
+    Split out so that bulk ingest can verify signatures in parallel batches.
+    """
+    if len(data) > MAX_RECORD_BYTES:
+        raise InvalidRecord(None, f"the record is {len(data)} bytes; the limit is {MAX_RECORD_BYTES}")
+    try:
+        doc = msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=MAX_RECORD_BYTES)
+    except UnicodeDecodeError:
+        raise InvalidRecord(None, "text is not valid UTF-8") from None
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError):
+        raise InvalidRecord(None, "not a msgpack record") from None
+    if not isinstance(doc, dict):
+        raise InvalidRecord(None, "a record must be a msgpack map")
+    kind = doc.get("type")
+    checker = _CHECKERS.get(kind) if isinstance(kind, str) else None
+    if checker is None:
+        raise InvalidRecord("type", f"unknown record type {kind!r}")
+    if doc.get("v") != FORMAT_VERSION:
+        raise InvalidRecord(f"{kind}.v", f"unsupported format version {doc.get('v')!r}")
+    record = checker(_Fields(kind, doc), now)
+    canonical = _pack({**record.fields(), "sig": record.signature})
+    if canonical != data:
+        raise InvalidRecord(None, f"the {kind} is not in canonical encoding")
+    return replace(record, encoded=data)
+
+
+def validate(data: bytes, now: int) -> Record:
+    """Decode ``data`` and check every rule, the signature included."""
+    # Imported here so that read-only paths that only decode trusted bytes from
+    # the local store do not load libsodium.
+    from p2pmarket.crypto.signing import verify
+
+    record = decode(data, now)
+    if not verify(author(record), signed_message(record), record.signature):
+        raise InvalidRecord("sig", f"the {_type_name(record)}'s signature does not verify")
+    return record
+
+
+def load_trusted(data: bytes) -> Record:
+    """Decode bytes that this node validated before storing them (no clock, no signature)."""
+    doc = msgpack.unpackb(data, raw=False)
+    kind = doc["type"]
+    # Validation already passed at ingest; only the clock may have moved on since.
+    return replace(_CHECKERS[kind](_Fields(kind, doc), doc["ts"]), encoded=data)

@@ -1,0 +1,80 @@
+"""The key layout of the LevelDB store: every prefix in one place.
+
+All keys of one listing's entries end in the same 24-byte *suffix*: the inverted
+creation time (8 bytes, big-endian) then the listing id (16 bytes). Every index is
+therefore ordered newest-first, and any two posting lists can be intersected by
+seeking on the suffix alone (a leapfrog join), without reading any record.
+
+=====================================  ===========================================
+key                                    value
+=====================================  ===========================================
+``\\x00schema``                         schema version (ascii digits)
+``\\x00count``                          live listings in the cache (ascii digits)
+``R`` id                               the record: listing or tombstone (msgpack)
+``T`` suffix                           summary of a live listing (see SUMMARY)
+``W`` term ``\\x00`` suffix              b"" — posting of a search term
+``P`` currency price(8) suffix         b"" — live listings by price
+``X`` expires(8) id                    b"" — records by expiry, for collection
+``F`` owner(32)                        a profile record
+=====================================  ===========================================
+
+Search terms are the text tokens (``sepeda``) plus filter terms that start with
+``#``, which no text token can: ``#k:sell``, ``#c:IDR``, ``#g:vehicles``,
+``#g:vehicles/bicycles``, ``#s:<seller hex>``, ``#l:<location token>``.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+SCHEMA_VERSION: Final = 1
+SCHEMA_KEY: Final = b"\x00schema"
+COUNT_KEY: Final = b"\x00count"
+
+RECORD: Final = b"R"
+TIME: Final = b"T"
+TERM: Final = b"W"
+PRICE: Final = b"P"
+EXPIRY: Final = b"X"
+PROFILE: Final = b"F"
+
+_U64: Final = struct.Struct(">Q")
+_MAX_U64: Final = 2**64 - 1
+SUFFIX_SIZE: Final = 24
+
+# expires, price, kind (0 sell, 1 wanted), currency
+SUMMARY: Final = struct.Struct(">QQB3s")
+
+
+def suffix(created: int, listing_id: bytes) -> bytes:
+    return _U64.pack(_MAX_U64 - created) + listing_id
+
+
+def suffix_id(sfx: bytes) -> bytes:
+    return sfx[8:]
+
+
+def term_prefix(term: str) -> bytes:
+    return TERM + term.encode("utf-8") + b"\x00"
+
+
+def price_key(currency: str, price: int, sfx: bytes) -> bytes:
+    return PRICE + currency.encode("ascii") + _U64.pack(price) + sfx
+
+
+def expiry_key(expires: int, record_id: bytes) -> bytes:
+    return EXPIRY + _U64.pack(expires) + record_id
+
+
+def expiry_bound(now: int) -> bytes:
+    """The first expiry key that is still alive at ``now``."""
+    return EXPIRY + _U64.pack(now + 1)
+
+
+def u64(value: int) -> bytes:
+    return _U64.pack(value)
+
+
+def read_u64(data: bytes, offset: int = 0) -> int:
+    return int(_U64.unpack_from(data, offset)[0])

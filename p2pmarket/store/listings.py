@@ -1,0 +1,243 @@
+"""The listing cache: records by id under the seq rule, with their indexes.
+
+Rules (the same for every source: own writes, import, and later gossip and sync):
+
+* a listing replaces the stored one only with a strictly higher ``seq``;
+* a tombstone hides its listing for good: while it lives, no listing with that id
+  is accepted again, whatever its seq, so a withdrawn listing cannot come back;
+* expired records are never returned and are collected by :meth:`collect_expired`.
+
+Every call that changes the store writes one LevelDB WriteBatch, so a crash leaves
+either all of a change or none of it. ``sync=True`` (the user's own records) makes
+the batch durable before the call returns.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import plyvel
+
+from p2pmarket import records
+from p2pmarket.errors import StoreError
+from p2pmarket.records import Listing, Profile, Record, Tombstone
+from p2pmarket.store import layout
+from p2pmarket.store.db import open_db
+from p2pmarket.store.search import Page, Query, Searcher
+from p2pmarket.store.terms import listing_terms, summary
+
+
+class Outcome(enum.Enum):
+    ADDED = "added"
+    UPDATED = "updated"
+    WITHDRAWN = "withdrawn"
+    STALE = "stale"  # not newer than what is stored
+    DEAD = "dead"  # the id was withdrawn
+
+    @property
+    def stored(self) -> bool:
+        return self in (Outcome.ADDED, Outcome.UPDATED, Outcome.WITHDRAWN)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    record: Record
+    outcome: Outcome
+
+
+class ListingStore:
+    """The store of one home. Not thread-safe: one writer, as LevelDB's lock ensures
+    across processes and the node's single trio thread ensures within one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: plyvel.DB | None = open_db(path)
+        raw = self._db.get(layout.COUNT_KEY)
+        self._count = int(raw) if raw else 0
+
+    # -- lifecycle ---------------------------------------------------------
+
+    @property
+    def db(self) -> plyvel.DB:
+        if self._db is None:
+            raise StoreError("the store is closed")
+        return self._db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    @property
+    def closed(self) -> bool:
+        return self._db is None
+
+    def __enter__(self) -> ListingStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reads -------------------------------------------------------------
+
+    @property
+    def listing_count(self) -> int:
+        """Live (not withdrawn) listings in the cache, expired ones until collected."""
+        return self._count
+
+    def get_record(self, listing_id: bytes) -> Listing | Tombstone | None:
+        raw = self.db.get(layout.RECORD + listing_id)
+        if raw is None:
+            return None
+        record = records.load_trusted(raw)
+        assert not isinstance(record, Profile)
+        return record
+
+    def get(self, listing_id: bytes, now: int) -> Listing | Tombstone | None:
+        """The live listing or the tombstone with this id; None if unknown or expired."""
+        record = self.get_record(listing_id)
+        if record is None or record.expires <= now:
+            return None
+        return record
+
+    def by_seller(self, seller: bytes, now: int) -> list[Listing]:
+        """A seller's live listings, newest first."""
+        prefix = layout.term_prefix(f"#s:{seller.hex()}")
+        found = []
+        for key in self.db.iterator(prefix=prefix, include_value=False):
+            record = self.get(layout.suffix_id(key[len(prefix) :]), now)
+            if isinstance(record, Listing):
+                found.append(record)
+        return found
+
+    def iter_records(self, now: int) -> Iterator[Listing | Tombstone]:
+        """Every unexpired listing and tombstone, in id order (for export)."""
+        for _, raw in self.db.iterator(prefix=layout.RECORD):
+            record = records.load_trusted(raw)
+            if not isinstance(record, Profile) and record.expires > now:
+                yield record
+
+    def search(self, query: Query, now: int) -> Page:
+        return Searcher(self.db).search(query, now)
+
+    def get_profile(self, owner: bytes) -> Profile | None:
+        raw = self.db.get(layout.PROFILE + owner)
+        if raw is None:
+            return None
+        record = records.load_trusted(raw)
+        assert isinstance(record, Profile)
+        return record
+
+    # -- writes ------------------------------------------------------------
+
+    def put(self, record: Record, *, sync: bool = False) -> Outcome:
+        return self.put_many([record], sync=sync)[0].outcome
+
+    def put_many(self, batch: Iterable[Record], *, sync: bool = False) -> list[Change]:
+        """Apply validated records under the seq rule, all in one WriteBatch.
+
+        The caller validates (signature included) before calling; the store trusts
+        its input to be well-formed but decides, per record, whether it is news.
+        """
+        pending: dict[bytes, Listing | Tombstone | None] = {}
+        profiles: dict[bytes, Profile] = {}
+        changes: list[Change] = []
+        count = self._count
+        db = self.db
+        with db.write_batch(sync=sync) as wb:
+            for record in batch:
+                if isinstance(record, Profile):
+                    changes.append(Change(record, self._put_profile(wb, record, profiles)))
+                    continue
+                rid = record.id
+                current = pending[rid] if rid in pending else self.get_record(rid)
+                outcome = self._decide(record, current)
+                if outcome.stored:
+                    if isinstance(current, Listing):
+                        self._unindex(wb, current)
+                        count -= 1
+                    elif isinstance(current, Tombstone):
+                        wb.delete(layout.expiry_key(current.expires, rid))
+                    self._index(wb, record)
+                    if isinstance(record, Listing):
+                        count += 1
+                    pending[rid] = record
+                changes.append(Change(record, outcome))
+            if count != self._count:
+                wb.put(layout.COUNT_KEY, str(count).encode())
+        self._count = count
+        return changes
+
+    @staticmethod
+    def _decide(record: Listing | Tombstone, current: Listing | Tombstone | None) -> Outcome:
+        if isinstance(current, Tombstone):
+            return Outcome.DEAD
+        if current is not None and record.seq <= current.seq:
+            return Outcome.STALE
+        if isinstance(record, Tombstone):
+            return Outcome.WITHDRAWN
+        return Outcome.ADDED if current is None else Outcome.UPDATED
+
+    def _put_profile(
+        self, wb: plyvel.WriteBatch, profile: Profile, pending: dict[bytes, Profile]
+    ) -> Outcome:
+        current = pending.get(profile.owner) or self.get_profile(profile.owner)
+        if current is not None and profile.seq <= current.seq:
+            return Outcome.STALE
+        wb.put(layout.PROFILE + profile.owner, records.encode(profile))
+        pending[profile.owner] = profile
+        return Outcome.ADDED if current is None else Outcome.UPDATED
+
+    @staticmethod
+    def _index(wb: plyvel.WriteBatch, record: Listing | Tombstone) -> None:
+        rid = record.id
+        wb.put(layout.RECORD + rid, records.encode(record))
+        wb.put(layout.expiry_key(record.expires, rid), b"")
+        if isinstance(record, Tombstone):
+            return
+        sfx = layout.suffix(record.created, rid)
+        wb.put(layout.TIME + sfx, summary(record))
+        wb.put(layout.price_key(record.currency, record.price, sfx), b"")
+        for term in listing_terms(record):
+            wb.put(layout.term_prefix(term) + sfx, b"")
+
+    @staticmethod
+    def _unindex(wb: plyvel.WriteBatch, listing: Listing) -> None:
+        rid = listing.id
+        sfx = layout.suffix(listing.created, rid)
+        wb.delete(layout.expiry_key(listing.expires, rid))
+        wb.delete(layout.TIME + sfx)
+        wb.delete(layout.price_key(listing.currency, listing.price, sfx))
+        for term in listing_terms(listing):
+            wb.delete(layout.term_prefix(term) + sfx)
+
+    def collect_expired(self, now: int, limit: int = 10_000) -> int:
+        """Delete up to ``limit`` records whose expiry has passed; return how many."""
+        db = self.db
+        doomed = []
+        for key in db.iterator(
+            start=layout.EXPIRY, stop=layout.expiry_bound(now), include_value=False
+        ):
+            doomed.append(key[9:])
+            if len(doomed) >= limit:
+                break
+        if not doomed:
+            return 0
+        count = self._count
+        with db.write_batch() as wb:
+            for rid in doomed:
+                record = self.get_record(rid)
+                if record is None:
+                    continue
+                if isinstance(record, Listing):
+                    self._unindex(wb, record)
+                    count -= 1
+                else:
+                    wb.delete(layout.expiry_key(record.expires, rid))
+                wb.delete(layout.RECORD + rid)
+            wb.put(layout.COUNT_KEY, str(count).encode())
+        self._count = count
+        return len(doomed)

@@ -1,0 +1,257 @@
+"""Search over the listing cache: a query planner and a leapfrog join of posting lists.
+
+Every index shares the 24-byte suffix ordering (newest first, see
+:mod:`p2pmarket.store.layout`), so a query with several terms is answered by
+seeking each term's cursor to the largest suffix any of them holds until all agree
+(a leapfrog join). The cost grows with the shortest posting list, not with the size
+of the cache, and "top 20 newest" stops after 20 matches.
+
+The last word of the text is a prefix ("sepe" finds "sepeda"): it expands to the
+distinct terms that start with it, merged into one cursor. A prefix so short that
+it expands to very many terms is instead checked against each candidate's record.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import plyvel
+
+from p2pmarket import records
+from p2pmarket.records import Kind, Listing
+from p2pmarket.store import layout
+from p2pmarket.store.terms import listing_terms
+from p2pmarket.text import tokens
+
+Sort = Literal["newest", "price", "-price"]
+SORTS: Final = ("newest", "price", "-price")
+MAX_LIMIT: Final = 1000
+# A prefix that matches more distinct terms than this is checked per candidate.
+MAX_PREFIX_TERMS: Final = 64
+# Price sorts collect every match before sorting; past this many they stop.
+MAX_SORTED_CANDIDATES: Final = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """What to look for. Prices are in minor units of ``currency``."""
+
+    text: str = ""
+    kind: Kind | None = None
+    category: str | None = None
+    currency: str | None = None
+    min_price: int | None = None
+    max_price: int | None = None
+    location: str | None = None
+    seller: bytes | None = None
+    sort: Sort = "newest"
+    limit: int = 20
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of results; ``more`` is True when a next page exists."""
+
+    listings: list[Listing]
+    more: bool
+
+
+class _TermCursor:
+    """The posting list of one term. ``current`` is b"" before the first move and
+    None once exhausted; b"" sorts below every suffix, so no special case is needed."""
+
+    __slots__ = ("_it", "_prefix", "current")
+
+    def __init__(self, db: plyvel.DB, prefix: bytes) -> None:
+        self._it = db.iterator(prefix=prefix, include_value=False)
+        self._prefix = prefix
+        self.current: bytes | None = b""
+
+    def _step(self) -> bytes | None:
+        key = next(self._it, None)
+        self.current = None if key is None else key[len(self._prefix) :]
+        return self.current
+
+    def seek(self, target: bytes) -> bytes | None:
+        """Move to the first suffix ≥ ``target`` and return it."""
+        cur = self.current
+        if cur is None or cur >= target:
+            return cur
+        # One step is cheaper than a seek, and in dense joins it is usually enough.
+        cur = self._step()
+        if cur is None or cur >= target:
+            return cur
+        self._it.seek(self._prefix + target)
+        return self._step()
+
+
+class _UnionCursor:
+    """Several term cursors merged into one ordered cursor (a prefix's expansions)."""
+
+    __slots__ = ("_cursors", "current")
+
+    def __init__(self, cursors: list[_TermCursor]) -> None:
+        self._cursors = cursors
+        self.current: bytes | None = b""
+
+    def seek(self, target: bytes) -> bytes | None:
+        cur = self.current
+        if cur is None or cur >= target:
+            return cur
+        best: bytes | None = None
+        for cursor in self._cursors:
+            found = cursor.seek(target)
+            if found is not None and (best is None or found < best):
+                best = found
+        self.current = best
+        return best
+
+
+_Cursor = _TermCursor | _UnionCursor
+
+
+def _leapfrog(cursors: list[_Cursor]) -> Iterator[bytes]:
+    """Yield, in order, every suffix that all cursors hold."""
+    n = len(cursors)
+    target = b"\x00"
+    while True:
+        agreed = 0
+        i = 0
+        while agreed < n:
+            found = cursors[i].seek(target)
+            if found is None:
+                return
+            if found == target:
+                agreed += 1
+            else:
+                target = found
+                agreed = 1
+            i = (i + 1) % n
+        yield target
+        target = target + b"\x00"  # the smallest suffix after this one
+
+
+def _expand_prefix(db: plyvel.DB, prefix: str, cap: int) -> list[bytes] | None:
+    """The term prefixes of every distinct term starting with ``prefix``; None past ``cap``."""
+    start = layout.TERM + prefix.encode("utf-8")
+    found: list[bytes] = []
+    it = db.iterator(prefix=start, include_value=False)
+    for key in it:
+        end = key.index(b"\x00", 1)
+        found.append(key[: end + 1])
+        if len(found) > cap:
+            return None
+        it.seek(key[:end] + b"\x01")  # skip the rest of this term's postings
+    return found
+
+
+class Searcher:
+    """Plans and runs a :class:`Query` against one store's indexes."""
+
+    def __init__(self, db: plyvel.DB) -> None:
+        self._db = db
+
+    def search(self, query: Query, now: int) -> Page:
+        want = query.offset + query.limit
+        matches = self._matches(query, now)
+        if query.sort == "newest":
+            hits: list[bytes] = []
+            for sfx, _ in matches:
+                hits.append(sfx)
+                if len(hits) > want:
+                    break
+        else:
+            ordered = heapq.nsmallest(
+                want + 1,
+                _bounded(matches, MAX_SORTED_CANDIDATES),
+                key=_price_key(query.sort == "-price"),
+            )
+            hits = [sfx for sfx, _ in ordered]
+        page = hits[query.offset : want]
+        listings = []
+        for sfx in page:
+            raw = self._db.get(layout.RECORD + layout.suffix_id(sfx))
+            if raw is not None:
+                record = records.load_trusted(raw)
+                if isinstance(record, Listing):
+                    listings.append(record)
+        return Page(listings, more=len(hits) > want)
+
+    def _matches(self, query: Query, now: int) -> Iterator[tuple[bytes, tuple[int, int, str]]]:
+        """(suffix, (expires, price, currency)) of every live match, newest first."""
+        db = self._db
+        words = [w for w in tokens(query.text)]
+        terms: list[str] = list(dict.fromkeys(words[:-1]))
+        last = words[-1] if words else None
+        if query.kind:
+            terms.append(f"#k:{query.kind}")
+        if query.currency:
+            terms.append(f"#c:{query.currency}")
+        if query.category:
+            terms.append(f"#g:{query.category}")
+        if query.seller:
+            terms.append(f"#s:{query.seller.hex()}")
+        if query.location:
+            terms.extend(f"#l:{t}" for t in tokens(query.location))
+
+        cursors: list[_Cursor] = [_TermCursor(db, layout.term_prefix(t)) for t in terms]
+        check_prefix: str | None = None
+        if last is not None:
+            expansions = _expand_prefix(db, last, MAX_PREFIX_TERMS)
+            if expansions == []:
+                return
+            if expansions is None:
+                check_prefix = last
+            else:
+                subs = [_TermCursor(db, p) for p in expansions]
+                cursors.append(subs[0] if len(subs) == 1 else _UnionCursor(subs))
+
+        suffixes: Iterator[bytes]
+        if cursors:
+            suffixes = _leapfrog(cursors)
+        else:
+            suffixes = (k[1:] for k in db.iterator(prefix=layout.TIME, include_value=False))
+
+        low = query.min_price if query.min_price is not None else 0
+        high = query.max_price if query.max_price is not None else 2**64
+        unpack = layout.SUMMARY.unpack
+        for sfx in suffixes:
+            raw = db.get(layout.TIME + sfx)
+            if raw is None:
+                continue
+            expires, price, _, currency = unpack(raw)
+            if expires <= now or not low <= price <= high:
+                continue
+            if check_prefix is not None and not self._has_prefix(sfx, check_prefix):
+                continue
+            yield sfx, (expires, price, currency.decode("ascii"))
+
+    def _has_prefix(self, sfx: bytes, prefix: str) -> bool:
+        raw = self._db.get(layout.RECORD + layout.suffix_id(sfx))
+        if raw is None:
+            return False
+        record = records.load_trusted(raw)
+        return isinstance(record, Listing) and any(
+            t.startswith(prefix) for t in listing_terms(record) if not t.startswith("#")
+        )
+
+
+def _bounded(
+    items: Iterator[tuple[bytes, tuple[int, int, str]]], limit: int
+) -> Iterator[tuple[bytes, tuple[int, int, str]]]:
+    for i, item in enumerate(items):
+        if i >= limit:
+            return
+        yield item
+
+
+def _price_key(descending: bool):  # type: ignore[no-untyped-def]
+    def key(item: tuple[bytes, tuple[int, int, str]]) -> tuple[str, int, bytes]:
+        sfx, (_, price, currency) = item
+        return (currency, -price if descending else price, sfx)
+
+    return key
