@@ -1,0 +1,563 @@
+"""The ``p2pmarket`` command line.
+
+Every command talks to a :class:`~p2pmarket.node.Node`. Errors are caught in one
+place (:func:`main`) and printed as one line on stderr with a non-zero exit:
+1 for a failed operation, 2 for a bad command line. ``--debug`` shows tracebacks.
+
+Imports are kept lazy: ``p2pmarket search`` loads neither libp2p, trio, rich nor
+libsodium, so it starts in about the time Python and typer take.
+"""
+
+from __future__ import annotations
+
+import enum
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+from p2pmarket.errors import IdentityError, InvalidInput, P2PMarketError
+
+if TYPE_CHECKING:
+    from p2pmarket.node import Node
+    from p2pmarket.records import Listing
+
+PASSPHRASE_ENV = "P2PMARKET_PASSPHRASE"
+
+app = typer.Typer(
+    name="p2pmarket",
+    help="A peer-to-peer marketplace node: sign listings, keep and search a local cache.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+identity_app = typer.Typer(help="Back up and restore this node's identity.", no_args_is_help=True)
+listing_app = typer.Typer(help="Create and manage listings.", no_args_is_help=True)
+profile_app = typer.Typer(help="Your public seller profile.", no_args_is_help=True)
+app.add_typer(identity_app, name="identity")
+app.add_typer(listing_app, name="listing")
+app.add_typer(profile_app, name="profile")
+
+
+class _State:
+    home: Path | None = None
+    debug: bool = False
+
+
+STATE = _State()
+
+
+class KindChoice(str, enum.Enum):
+    sell = "sell"
+    wanted = "wanted"
+
+
+class SortChoice(str, enum.Enum):
+    newest = "newest"
+    price = "price"
+    price_desc = "-price"
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+
+@app.callback()
+def _root(
+    home: Annotated[
+        Path | None,
+        typer.Option(
+            "--home",
+            envvar="P2PMARKET_HOME",
+            help="Home folder (identity, store, config). Default: the per-user data folder.",
+            show_default=False,
+        ),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    STATE.home = home
+    STATE.debug = debug
+
+
+# -- helpers -----------------------------------------------------------------
+
+
+def _print_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
+
+
+def _ask_passphrase(*, confirm: bool = False) -> str:
+    env = os.environ.get(PASSPHRASE_ENV)
+    if env is not None:
+        return env
+    if not sys.stdin.isatty():
+        raise IdentityError(
+            f"a passphrase is needed: set {PASSPHRASE_ENV} or run this in a terminal"
+        )
+    secret = getpass.getpass("Passphrase: ")
+    if confirm and getpass.getpass("Repeat passphrase: ") != secret:
+        raise IdentityError("the two passphrases differ; nothing was created")
+    return secret
+
+
+def _open() -> Node:
+    from p2pmarket.node import Node
+
+    return Node.open(STATE.home, passphrase=_ask_passphrase)
+
+
+def _home_path() -> Path:
+    from p2pmarket.home import default_home
+
+    return STATE.home.expanduser() if STATE.home is not None else default_home()
+
+
+def _amount(text: str | None, currency: str) -> int | None:
+    from p2pmarket.money import parse_amount
+
+    return None if text is None else parse_amount(text, currency)
+
+
+def _currency(node: Node, code: str | None) -> str:
+    from p2pmarket.money import check_currency
+
+    return check_currency(code) if code else node.config.currency
+
+
+def _show_listing(listing: Listing, as_json: bool) -> None:
+    from p2pmarket.display import listing_details, listing_json
+
+    if as_json:
+        _print_json(listing_json(listing))
+    else:
+        typer.echo("\n".join(listing_details(listing)))
+
+
+# -- identity ------------------------------------------------------------------
+
+
+@app.command()
+def init(
+    no_passphrase: Annotated[
+        bool, typer.Option("--no-passphrase", help="Store the key unencrypted (file mode 0600).")
+    ] = False,
+    exist_ok: Annotated[
+        bool, typer.Option("--exist-ok", help="Succeed quietly if the home is already set up.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create this node's identity (an ed25519 key) in the home folder."""
+    from p2pmarket.home import Home
+    from p2pmarket.node import init_home
+
+    home = _home_path()
+    if exist_ok and Home(home).initialised:
+        return
+    passphrase = None if no_passphrase else _ask_passphrase(confirm=True)
+    peer_id = init_home(home, passphrase)
+    if as_json:
+        _print_json({"peer_id": peer_id, "home": str(home), "encrypted": not no_passphrase})
+    else:
+        typer.echo(f"Created identity {peer_id} in {home}")
+
+
+@app.command("id")
+def show_id(as_json: JsonOpt = False) -> None:
+    """Show this node's peer id (which is also its seller id)."""
+    with _open() as node:
+        if as_json:
+            _print_json(
+                {
+                    "peer_id": node.peer_id,
+                    "public_key": node.public_key.hex(),
+                    "home": str(node.home.root),
+                    "cached_listings": node.store.listing_count,
+                }
+            )
+        else:
+            typer.echo(node.peer_id)
+
+
+@identity_app.command("export")
+def identity_export(
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", help="Copy the (encrypted) key file here instead of printing words."),
+    ] = None,
+) -> None:
+    """Print the 24 backup words of this identity (keep them secret and offline)."""
+    from p2pmarket.crypto.backup import to_words
+    from p2pmarket.crypto.keystore import read_key_file, write_key_file
+    from p2pmarket.home import Home
+
+    home = Home(_home_path())
+    home.require()
+    key_file = read_key_file(home.key_file)
+    if file is not None:
+        if file.exists():
+            raise InvalidInput(f"{file} exists already; choose a new file name")
+        try:
+            write_key_file(file, home.key_file.read_bytes())
+        except OSError as exc:
+            raise InvalidInput(f"cannot write {file}: {exc.strerror}") from None
+        typer.echo(f"Key file copied to {file}; it needs the same passphrase to restore.")
+        return
+    signer = key_file.unlock(_ask_passphrase() if key_file.encrypted else None)
+    typer.echo(to_words(signer))
+
+
+@identity_app.command("import")
+def identity_import(
+    file: Annotated[
+        Path | None, typer.Option("--file", help="Restore from a key file made by export --file.")
+    ] = None,
+    no_passphrase: Annotated[
+        bool, typer.Option("--no-passphrase", help="Store the restored key unencrypted.")
+    ] = False,
+) -> None:
+    """Restore an identity into a new home, from backup words (stdin) or a key file."""
+    from p2pmarket.crypto.backup import from_words
+    from p2pmarket.crypto.keystore import KeyFile
+    from p2pmarket.node import init_home
+
+    home = _home_path()
+    if file is not None:
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {file}: {exc.strerror}") from None
+        signer = KeyFile(data, str(file)).unlock(_ask_passphrase())
+    else:
+        if sys.stdin.isatty():
+            typer.echo("Type the 24 backup words, then Enter:", err=True)
+            words = input()
+        else:
+            words = sys.stdin.read()
+        signer = from_words(words)
+    passphrase = None if no_passphrase else _ask_passphrase(confirm=True)
+    peer_id = init_home(home, passphrase, signer=signer)
+    typer.echo(f"Restored identity {peer_id} in {home}")
+
+
+# -- listings ------------------------------------------------------------------
+
+
+@listing_app.command("create")
+def listing_create(
+    title: Annotated[str, typer.Option(help="Up to 140 characters.")],
+    price: Annotated[str, typer.Option(help="Amount in the currency's units, e.g. 150000 or 12.50.")],
+    category: Annotated[str, typer.Option(help="e.g. vehicles/bicycles, electronics, services.")],
+    currency: Annotated[
+        str | None, typer.Option(help="ISO 4217 code. Default: the home's config (IDR).")
+    ] = None,
+    kind: Annotated[KindChoice, typer.Option(help="sell (an offer) or wanted (a request).")] = (
+        KindChoice.sell
+    ),
+    description: Annotated[str, typer.Option(help="Up to 4000 characters.")] = "",
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="Repeat for up to 10 tags.")] = None,
+    location: Annotated[str | None, typer.Option(help="Where the item is, e.g. Sleman.")] = None,
+    quantity: Annotated[int, typer.Option(min=1, help="How many are available.")] = 1,
+    expires_days: Annotated[
+        int | None, typer.Option(min=1, max=90, help="Days until it expires (default 30).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Sign and store a new listing; print its id."""
+    from p2pmarket.records import format_id
+
+    with _open() as node:
+        code = _currency(node, currency)
+        listing = node.create_listing(
+            title=title,
+            price=_amount(price, code) or 0,
+            currency=code,
+            category=category,
+            kind=kind.value,
+            description=description,
+            tags=tag or (),
+            location=location,
+            quantity=quantity,
+            expires_days=expires_days,
+        )
+        if as_json:
+            _show_listing(listing, True)
+        else:
+            typer.echo(format_id(listing.id))
+
+
+@listing_app.command("update")
+def listing_update(
+    listing_id: Annotated[str, typer.Argument(metavar="ID")],
+    title: Annotated[str | None, typer.Option()] = None,
+    price: Annotated[str | None, typer.Option()] = None,
+    currency: Annotated[str | None, typer.Option()] = None,
+    category: Annotated[str | None, typer.Option()] = None,
+    kind: Annotated[KindChoice | None, typer.Option()] = None,
+    description: Annotated[str | None, typer.Option()] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="Replaces all tags; repeat for several.")
+    ] = None,
+    location: Annotated[str | None, typer.Option()] = None,
+    quantity: Annotated[int | None, typer.Option(min=1)] = None,
+    expires_days: Annotated[int | None, typer.Option(min=1, max=90)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Publish a new version of one of your listings with the given changes."""
+    from p2pmarket.records import format_id
+
+    with _open() as node:
+        current = node.get_listing(listing_id)
+        code = _currency(node, currency) if currency else current.currency
+        listing = node.update_listing(
+            listing_id,
+            title=title,
+            price=_amount(price, code),
+            currency=code,
+            category=category,
+            kind=kind.value if kind else None,
+            description=description,
+            tags=tag,
+            location=location,
+            quantity=quantity,
+            expires_days=expires_days,
+        )
+        if as_json:
+            _show_listing(listing, True)
+        else:
+            typer.echo(f"{format_id(listing.id)} updated (version {listing.seq})")
+
+
+@listing_app.command("withdraw")
+def listing_withdraw(
+    listing_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonOpt = False
+) -> None:
+    """Withdraw one of your listings for good."""
+    from p2pmarket.display import tombstone_json
+    from p2pmarket.records import format_id
+
+    with _open() as node:
+        tombstone = node.withdraw_listing(listing_id)
+        if as_json:
+            _print_json(tombstone_json(tombstone))
+        else:
+            typer.echo(f"{format_id(tombstone.id)} withdrawn")
+
+
+@listing_app.command("show")
+def listing_show(
+    listing_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonOpt = False
+) -> None:
+    """Show one listing from the local cache."""
+    with _open() as node:
+        _show_listing(node.get_listing(listing_id), as_json)
+
+
+@listing_app.command("mine")
+def listing_mine(as_json: JsonOpt = False) -> None:
+    """List your own live listings, newest first."""
+    from p2pmarket.display import listing_json, listing_line
+
+    with _open() as node:
+        mine = node.my_listings()
+        if as_json:
+            _print_json([listing_json(item) for item in mine])
+        elif not mine:
+            typer.echo("You have no live listings. Create one with `p2pmarket listing create`.")
+        else:
+            for item in mine:
+                typer.echo(listing_line(item))
+
+
+@listing_app.command("export")
+def listing_export(
+    file: Annotated[Path, typer.Argument(metavar="FILE")],
+    everything: Annotated[
+        bool, typer.Option("--all", help="Export the whole cache, not only your listings.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write signed records to FILE, for backup or to hand to another node."""
+    with _open() as node:
+        count = node.export_listings(file, everything=everything)
+    if as_json:
+        _print_json({"file": str(file), "records": count})
+    else:
+        typer.echo(f"Exported {count} records to {file}")
+
+
+@listing_app.command("import")
+def listing_import(
+    file: Annotated[Path, typer.Argument(metavar="FILE")], as_json: JsonOpt = False
+) -> None:
+    """Verify and store the records of an export file. Exits 1 if any was rejected."""
+    with _open() as node:
+        report = node.import_listings(file)
+    if as_json:
+        _print_json(
+            {
+                "accepted": report.accepted,
+                "added": report.added,
+                "updated": report.updated,
+                "withdrawn": report.withdrawn,
+                "unchanged": report.unchanged,
+                "rejected": [{"record": n, "reason": why} for n, why in report.rejected],
+            }
+        )
+    else:
+        typer.echo(
+            f"accepted {report.accepted} ({report.added} new, {report.updated} updated, "
+            f"{report.withdrawn} withdrawn), unchanged {report.unchanged}, "
+            f"rejected {len(report.rejected)}"
+        )
+        for position, reason in report.rejected:
+            typer.echo(f"  record {position}: {reason}", err=True)
+    if report.rejected:
+        raise typer.Exit(1)
+
+
+# -- search --------------------------------------------------------------------
+
+
+@app.command()
+def search(
+    words: Annotated[list[str] | None, typer.Argument(metavar="[WORDS]...")] = None,
+    kind: Annotated[KindChoice | None, typer.Option(help="sell or wanted.")] = None,
+    category: Annotated[str | None, typer.Option(help="A category or its parent.")] = None,
+    currency: Annotated[str | None, typer.Option(help="Only prices in this currency.")] = None,
+    min_price: Annotated[str | None, typer.Option(help="In the currency's units.")] = None,
+    max_price: Annotated[str | None, typer.Option(help="In the currency's units.")] = None,
+    location: Annotated[str | None, typer.Option(help="Words the location must contain.")] = None,
+    seller: Annotated[str | None, typer.Option(help="A seller's peer id.")] = None,
+    sort: Annotated[SortChoice, typer.Option(help="newest, price or -price.")] = (
+        SortChoice.newest
+    ),
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search the local listing cache (works offline). The last word also matches as a
+    prefix: `sepe` finds `sepeda`."""
+    from p2pmarket.crypto.peer_id import public_key_from_peer_id
+    from p2pmarket.display import listing_json, listing_line
+
+    with _open() as node:
+        code = currency
+        if code is None and (min_price is not None or max_price is not None):
+            code = node.config.currency  # a price means nothing without its currency
+        code = _currency(node, code) if code else None
+        page = node.search(
+            " ".join(words or []),
+            kind=kind.value if kind else None,
+            category=category,
+            currency=code,
+            min_price=_amount(min_price, code) if code else None,
+            max_price=_amount(max_price, code) if code else None,
+            location=location,
+            seller=public_key_from_peer_id(seller) if seller else None,
+            sort=sort.value,  # type: ignore[arg-type]
+            limit=limit,
+            offset=offset,
+        )
+    if as_json:
+        _print_json(
+            {"results": [listing_json(item) for item in page.listings], "more": page.more}
+        )
+        return
+    if not page.listings:
+        typer.echo("No listings match." if not offset else "No more listings.")
+        return
+    for item in page.listings:
+        typer.echo(listing_line(item))
+    if page.more:
+        typer.echo(f"… more: add --offset {offset + limit}")
+
+
+# -- profile -------------------------------------------------------------------
+
+
+@profile_app.command("set")
+def profile_set(
+    name: Annotated[str, typer.Option(help="Display name, up to 64 characters.")],
+    bio: Annotated[str, typer.Option(help="About you, up to 1000 characters.")] = "",
+    contact: Annotated[
+        list[str] | None, typer.Option("--contact", help="A contact hint; repeat up to 5.")
+    ] = None,
+    location: Annotated[str, typer.Option()] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Sign and store your seller profile."""
+    from p2pmarket.display import profile_json
+
+    with _open() as node:
+        profile = node.set_profile(name=name, bio=bio, contacts=contact or (), location=location)
+    if as_json:
+        _print_json(profile_json(profile))
+    else:
+        typer.echo(f"Profile saved (version {profile.seq})")
+
+
+@profile_app.command("show")
+def profile_show(
+    peer_id: Annotated[str | None, typer.Argument(metavar="[PEER_ID]")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a seller's profile from the local cache (yours by default)."""
+    from p2pmarket.crypto.peer_id import public_key_from_peer_id
+    from p2pmarket.display import profile_json
+    from p2pmarket.errors import NotFound
+
+    with _open() as node:
+        owner = public_key_from_peer_id(peer_id) if peer_id else node.public_key
+        profile = node.profile(owner)
+    if profile is None:
+        raise NotFound(f"no profile for {peer_id or 'you'} in the local cache")
+    doc = profile_json(profile)
+    if as_json:
+        _print_json(doc)
+    else:
+        for key in ("name", "peer_id", "location", "bio"):
+            if doc[key]:
+                typer.echo(f"{key:9} {doc[key]}")
+        for contact in doc["contacts"]:
+            typer.echo(f"contact   {contact}")
+
+
+# -- entry point ---------------------------------------------------------------
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; errors become one line on stderr and an exit status."""
+    # typer 0.26-0.28 vendor click as typer._click (pinned in pyproject.toml); its
+    # usage errors derive from ClickException.
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        result = app(args=args, prog_name="p2pmarket", standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        sys.stdout.write(exc.format_message() + "\n")
+        raise SystemExit(0) from None
+    except ClickException as exc:
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "p2pmarket"
+        _fail(f"{exc.format_message()} (see `{where} --help`)", 2)
+    except (typer.Abort, KeyboardInterrupt, EOFError):
+        _fail("interrupted", 130)
+    except P2PMarketError as exc:
+        if STATE.debug or "--debug" in args:
+            raise
+        _fail(str(exc), 1)
+    except BrokenPipeError:
+        raise SystemExit(1) from None
+    if isinstance(result, int) and result:
+        raise SystemExit(result)
