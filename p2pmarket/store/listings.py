@@ -147,7 +147,8 @@ class ListingStore:
         changes: list[Change] = []
         count = self._count
         db = self.db
-        with db.write_batch(sync=sync) as wb:
+        # transaction=True: an exception inside the block discards the whole batch.
+        with db.write_batch(transaction=True, sync=sync) as wb:
             for record in batch:
                 if isinstance(record, Profile):
                     changes.append(Change(record, self._put_profile(wb, record, profiles)))
@@ -221,16 +222,16 @@ class ListingStore:
         for key in db.iterator(
             start=layout.EXPIRY, stop=layout.expiry_bound(now), include_value=False
         ):
-            doomed.append(key[9:])
+            doomed.append(key[1 + 8 :])
             if len(doomed) >= limit:
                 break
         if not doomed:
             return 0
         count = self._count
-        with db.write_batch() as wb:
+        with db.write_batch(transaction=True) as wb:
             for rid in doomed:
                 record = self.get_record(rid)
-                if record is None:
+                if record is None or record.expires > now:
                     continue
                 if isinstance(record, Listing):
                     self._unindex(wb, record)
