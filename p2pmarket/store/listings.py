@@ -218,27 +218,29 @@ class ListingStore:
     def collect_expired(self, now: int, limit: int = 10_000) -> int:
         """Delete up to ``limit`` records whose expiry has passed; return how many."""
         db = self.db
-        doomed = []
+        doomed: list[bytes] = []
         for key in db.iterator(
             start=layout.EXPIRY, stop=layout.expiry_bound(now), include_value=False
         ):
-            doomed.append(key[1 + 8 :])
+            doomed.append(key)
             if len(doomed) >= limit:
                 break
         if not doomed:
             return 0
         count = self._count
+        collected = 0
         with db.write_batch(transaction=True) as wb:
-            for rid in doomed:
+            for key in doomed:
+                wb.delete(key)
+                rid = key[1 + 8 :]
                 record = self.get_record(rid)
                 if record is None or record.expires > now:
-                    continue
+                    continue  # a leftover key; the record was replaced since
                 if isinstance(record, Listing):
                     self._unindex(wb, record)
                     count -= 1
-                else:
-                    wb.delete(layout.expiry_key(record.expires, rid))
                 wb.delete(layout.RECORD + rid)
+                collected += 1
             wb.put(layout.COUNT_KEY, str(count).encode())
         self._count = count
-        return len(doomed)
+        return collected
