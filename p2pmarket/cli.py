@@ -52,12 +52,12 @@ class _State:
 STATE = _State()
 
 
-class KindChoice(str, enum.Enum):
+class KindChoice(enum.StrEnum):
     sell = "sell"
     wanted = "wanted"
 
 
-class SortChoice(str, enum.Enum):
+class SortChoice(enum.StrEnum):
     newest = "newest"
     price = "price"
     price_desc = "-price"
@@ -186,7 +186,9 @@ def show_id(as_json: JsonOpt = False) -> None:
 def identity_export(
     file: Annotated[
         Path | None,
-        typer.Option("--file", help="Copy the (encrypted) key file here instead of printing words."),
+        typer.Option(
+            "--file", help="Copy the (encrypted) key file here instead of printing words."
+        ),
     ] = None,
 ) -> None:
     """Print the 24 backup words of this identity (keep them secret and offline)."""
@@ -249,7 +251,9 @@ def identity_import(
 @listing_app.command("create")
 def listing_create(
     title: Annotated[str, typer.Option(help="Up to 140 characters.")],
-    price: Annotated[str, typer.Option(help="Amount in the currency's units, e.g. 150000 or 12.50.")],
+    price: Annotated[
+        str, typer.Option(help="Amount in the currency's units, e.g. 150000 or 12.50.")
+    ],
     category: Annotated[str, typer.Option(help="e.g. vehicles/bicycles, electronics, services.")],
     currency: Annotated[
         str | None, typer.Option(help="ISO 4217 code. Default: the home's config (IDR).")
@@ -258,7 +262,9 @@ def listing_create(
         KindChoice.sell
     ),
     description: Annotated[str, typer.Option(help="Up to 4000 characters.")] = "",
-    tag: Annotated[list[str] | None, typer.Option("--tag", help="Repeat for up to 10 tags.")] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="Repeat for up to 10 tags.")
+    ] = None,
     location: Annotated[str | None, typer.Option(help="Where the item is, e.g. Sleman.")] = None,
     quantity: Annotated[int, typer.Option(min=1, help="How many are available.")] = 1,
     expires_days: Annotated[
@@ -458,14 +464,12 @@ def search(
             max_price=_amount(max_price, code) if code else None,
             location=location,
             seller=public_key_from_peer_id(seller) if seller else None,
-            sort=sort.value,  # type: ignore[arg-type]
+            sort=sort.value,
             limit=limit,
             offset=offset,
         )
     if as_json:
-        _print_json(
-            {"results": [listing_json(item) for item in page.listings], "more": page.more}
-        )
+        _print_json({"results": [listing_json(item) for item in page.listings], "more": page.more})
         return
     if not page.listings:
         typer.echo("No listings match." if not offset else "No more listings.")

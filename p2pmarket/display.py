@@ -90,7 +90,7 @@ def listing_details(listing: Listing, now: float | None = None) -> list[str]:
         listing.title,
         f"  {'Wanted' if listing.kind == 'wanted' else 'For sale'}: "
         f"{format_price(listing.price, listing.currency)}"
-        + (f" × {listing.quantity}" if listing.quantity != 1 else ""),
+        + (f", {listing.quantity} available" if listing.quantity != 1 else ""),
         f"  id        {format_id(listing.id)} (version {listing.seq})",
         f"  seller    {peer_id_from_public_key(listing.seller)}",
         f"  category  {listing.category}",

@@ -19,7 +19,7 @@ from typing import Any
 
 from p2pmarket.errors import ConfigError, InvalidInput
 from p2pmarket.money import check_currency
-from p2pmarket.records import MAX_LIFETIME, DAY
+from p2pmarket.records import DAY, MAX_LIFETIME
 
 HOME_ENV = "P2PMARKET_HOME"
 

@@ -52,9 +52,7 @@ _Decoded = list[tuple[int, Record]]
 
 
 def _verify_chunk(chunk: _Decoded) -> list[bool]:
-    return [
-        verify(records.author(r), records.signed_message(r), r.signature) for _, r in chunk
-    ]
+    return [verify(records.author(r), records.signed_message(r), r.signature) for _, r in chunk]
 
 
 def _chunks(items: Iterable[bytes]) -> Iterator[list[tuple[int, bytes]]]:

@@ -84,7 +84,8 @@ def parse_amount(text: str, currency: str) -> int:
         value = Decimal(cleaned)
     except InvalidOperation:
         raise InvalidInput(
-            f"price {text!r} is not a number: write digits and at most one '.', e.g. 150000 or 12.50"
+            f"price {text!r} is not a number: "
+            "write digits and at most one '.', e.g. 150000 or 12.50"
         ) from None
     if not value.is_finite() or value < 0:
         raise InvalidInput(f"price {text!r} must be zero or more")

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from p2pmarket import records
 from p2pmarket.crypto.keystore import KeyFile, read_key_file, seal, write_key_file
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from p2pmarket.ingest import IngestReport
 
 Passphrase = str | Callable[[], str] | None
+_R = TypeVar("_R", Listing, Tombstone, Profile)
 Clock = Callable[[], float]
 
 
@@ -242,9 +243,8 @@ class Node:
         )
         return self._publish(draft)
 
-    def _publish(self, draft: Listing | Tombstone) -> Listing | Tombstone:  # type: ignore[misc]
+    def _publish(self, draft: _R) -> _R:
         signed = records.sign(draft, self._signer_or_unlock().sign)
-        assert isinstance(signed, Listing | Tombstone)
         self.store.put(signed, sync=True)
         return signed
 
@@ -362,10 +362,7 @@ class Node:
             location=location.strip(),
             created=self.now(),
         )
-        signed = records.sign(draft, self._signer_or_unlock().sign)
-        assert isinstance(signed, Profile)
-        self.store.put(signed, sync=True)
-        return signed
+        return self._publish(draft)
 
 
 @asynccontextmanager

@@ -18,7 +18,7 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias, TypeVar
 
 import msgpack
 
@@ -84,7 +84,9 @@ def parse_id(text: str) -> bytes:
     except ValueError:
         raw = b""
     if len(raw) != 16:
-        raise InvalidInput(f"{text!r} is not a listing id (26 letters and digits, e.g. from `search`)")
+        raise InvalidInput(
+            f"{text!r} is not a listing id (26 letters and digits, e.g. from `search`)"
+        )
     return raw
 
 
@@ -214,7 +216,8 @@ def author(record: Record) -> bytes:
 
 
 def _pack(doc: dict[str, Any]) -> bytes:
-    return msgpack.packb(doc, use_bin_type=True)
+    data: bytes = msgpack.packb(doc, use_bin_type=True)
+    return data
 
 
 def signed_message(record: Record) -> bytes:
@@ -228,14 +231,20 @@ def encode(record: Record) -> bytes:
     return _pack({**record.fields(), "sig": record.signature})
 
 
-def sign(record: Record, sign_fn: Callable[[bytes], bytes]) -> Record:
+_R = TypeVar("_R", Listing, Tombstone, Profile)
+
+
+def sign(record: _R, sign_fn: Callable[[bytes], bytes]) -> _R:
     """Return ``record`` signed with ``sign_fn`` (a :class:`~p2pmarket.crypto.signing.Signer`'s
     ``sign``), its canonical encoding attached, after checking every rule but the clock."""
     signed = replace(record, signature=sign_fn(signed_message(record)), encoded=b"")
     data = _pack({**signed.fields(), "sig": signed.signature})
     if len(data) > MAX_RECORD_BYTES:
-        raise InvalidRecord(None, f"the record is {len(data)} bytes; the limit is {MAX_RECORD_BYTES}")
+        raise InvalidRecord(
+            None, f"the record is {len(data)} bytes; the limit is {MAX_RECORD_BYTES}"
+        )
     checked = decode(data, now=signed.created)
+    assert type(checked) is type(record)
     return checked
 
 
@@ -400,7 +409,9 @@ def decode(data: bytes, now: int) -> Record:
     Split out so that bulk ingest can verify signatures in parallel batches.
     """
     if len(data) > MAX_RECORD_BYTES:
-        raise InvalidRecord(None, f"the record is {len(data)} bytes; the limit is {MAX_RECORD_BYTES}")
+        raise InvalidRecord(
+            None, f"the record is {len(data)} bytes; the limit is {MAX_RECORD_BYTES}"
+        )
     try:
         doc = msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=MAX_RECORD_BYTES)
     except UnicodeDecodeError:
@@ -410,9 +421,9 @@ def decode(data: bytes, now: int) -> Record:
     if not isinstance(doc, dict):
         raise InvalidRecord(None, "a record must be a msgpack map")
     kind = doc.get("type")
-    checker = _CHECKERS.get(kind) if isinstance(kind, str) else None
-    if checker is None:
+    if not isinstance(kind, str) or kind not in _CHECKERS:
         raise InvalidRecord("type", f"unknown record type {kind!r}")
+    checker = _CHECKERS[kind]
     if doc.get("v") != FORMAT_VERSION:
         raise InvalidRecord(f"{kind}.v", f"unsupported format version {doc.get('v')!r}")
     record = checker(_Fields(kind, doc), now)
@@ -437,6 +448,6 @@ def validate(data: bytes, now: int) -> Record:
 def load_trusted(data: bytes) -> Record:
     """Decode bytes that this node validated before storing them (no clock, no signature)."""
     doc = msgpack.unpackb(data, raw=False)
-    kind = doc["type"]
+    kind: str = doc["type"]
     # Validation already passed at ingest; only the clock may have moved on since.
     return replace(_CHECKERS[kind](_Fields(kind, doc), doc["ts"]), encoded=data)

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Final
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Final
 
 import msgpack
 
@@ -74,7 +72,8 @@ def seal(signer: Signer, passphrase: str | None) -> bytes:
             "salt": salt,
             "box": bytes(nacl.secret.SecretBox(key).encrypt(signer.seed())),
         }
-    return msgpack.packb(doc, use_bin_type=True)
+    data: bytes = msgpack.packb(doc, use_bin_type=True)
+    return data
 
 
 class KeyFile:
@@ -119,7 +118,9 @@ class KeyFile:
             except nacl.exceptions.CryptoError:
                 raise WrongPassphrase(f"wrong passphrase for {self._origin}") from None
             except (KeyError, TypeError, ValueError):
-                raise IdentityError(f"{self._origin} is damaged: its sealed key is unreadable") from None
+                raise IdentityError(
+                    f"{self._origin} is damaged: its sealed key is unreadable"
+                ) from None
         else:
             raise IdentityError(f"{self._origin} uses an unknown key protection {doc.get('kdf')!r}")
         if not isinstance(seed, bytes) or len(seed) != 32:

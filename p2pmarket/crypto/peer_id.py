@@ -38,6 +38,7 @@ def public_key_from_peer_id(peer_id: str) -> bytes:
         raw = b""
     if len(raw) != len(_PREFIX) + 32 or not raw.startswith(_PREFIX):
         raise InvalidInput(
-            f"{peer_id!r} is not an ed25519 peer id (they start with 12D3KooW and are 52 characters)"
+            f"{peer_id!r} is not an ed25519 peer id "
+            "(those start with 12D3KooW and are 52 characters)"
         )
     return raw[len(_PREFIX) :]
