@@ -256,9 +256,10 @@ def sign(record: _R, sign_fn: Callable[[bytes], bytes]) -> _R:
 class _Fields:
     """Typed access to a decoded map that names the record and field in each error."""
 
-    def __init__(self, kind: str, doc: dict[Any, Any]) -> None:
+    def __init__(self, kind: str, doc: dict[Any, Any], data: bytes) -> None:
         self.kind = kind
         self.doc = doc
+        self.data = data  # the encoding the record was decoded from
 
     def fail(self, key: str, reason: str) -> InvalidRecord:
         return InvalidRecord(f"{self.kind}.{key}", reason)
@@ -365,6 +366,7 @@ def _listing(f: _Fields, now: int) -> Listing:
         expires=expires,
         images=tuple(images),
         signature=f.bytes_("sig", 64),
+        encoded=f.data,
     )
 
 
@@ -378,6 +380,7 @@ def _tombstone(f: _Fields, now: int) -> Tombstone:
         created=created,
         expires=expires,
         signature=f.bytes_("sig", 64),
+        encoded=f.data,
     )
 
 
@@ -393,6 +396,7 @@ def _profile(f: _Fields, now: int) -> Profile:
         location=f.text("loc", MAX_LOCATION),
         created=created,
         signature=f.bytes_("sig", 64),
+        encoded=f.data,
     )
 
 
@@ -426,11 +430,10 @@ def decode(data: bytes, now: int) -> Record:
     checker = _CHECKERS[kind]
     if doc.get("v") != FORMAT_VERSION:
         raise InvalidRecord(f"{kind}.v", f"unsupported format version {doc.get('v')!r}")
-    record = checker(_Fields(kind, doc), now)
-    canonical = _pack({**record.fields(), "sig": record.signature})
-    if canonical != data:
+    record = checker(_Fields(kind, doc, data), now)
+    if _pack({**record.fields(), "sig": record.signature}) != data:
         raise InvalidRecord(None, f"the {kind} is not in canonical encoding")
-    return replace(record, encoded=data)
+    return record
 
 
 def validate(data: bytes, now: int) -> Record:
@@ -450,4 +453,4 @@ def load_trusted(data: bytes) -> Record:
     doc = msgpack.unpackb(data, raw=False)
     kind: str = doc["type"]
     # Validation already passed at ingest; only the clock may have moved on since.
-    return replace(_CHECKERS[kind](_Fields(kind, doc), doc["ts"]), encoded=data)
+    return _CHECKERS[kind](_Fields(kind, doc, data), doc["ts"])

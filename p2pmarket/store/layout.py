@@ -19,8 +19,8 @@ key                                    value
 =====================================  ===========================================
 
 Search terms are the text tokens (``sepeda``) plus filter terms that start with
-``#``, which no text token can: ``#k:sell``, ``#c:IDR``, ``#g:vehicles``,
-``#g:vehicles/bicycles``, ``#s:<seller hex>``, ``#l:<location token>``.
+``#``, which no text token can: ``#g:vehicles``, ``#g:vehicles/bicycles``,
+``#s:<seller hex>``, ``#l:<location token>`` (see :mod:`p2pmarket.store.terms`).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from p2pmarket.records import Listing, Profile, Record, Tombstone
 from p2pmarket.store import layout
 from p2pmarket.store.db import open_db
 from p2pmarket.store.search import Page, Query, Searcher
-from p2pmarket.store.terms import listing_terms, summary
+from p2pmarket.store.terms import summary, term_keys
 
 
 class Outcome(enum.Enum):
@@ -202,8 +202,8 @@ class ListingStore:
         sfx = layout.suffix(record.created, rid)
         wb.put(layout.TIME + sfx, summary(record))
         wb.put(layout.price_key(record.currency, record.price, sfx), b"")
-        for term in listing_terms(record):
-            wb.put(layout.term_prefix(term) + sfx, b"")
+        for key in term_keys(record, sfx):
+            wb.put(key, b"")
 
     @staticmethod
     def _unindex(wb: plyvel.WriteBatch, listing: Listing) -> None:
@@ -212,8 +212,8 @@ class ListingStore:
         wb.delete(layout.expiry_key(listing.expires, rid))
         wb.delete(layout.TIME + sfx)
         wb.delete(layout.price_key(listing.currency, listing.price, sfx))
-        for term in listing_terms(listing):
-            wb.delete(layout.term_prefix(term) + sfx)
+        for key in term_keys(listing, sfx):
+            wb.delete(key)
 
     def collect_expired(self, now: int, limit: int = 10_000) -> int:
         """Delete up to ``limit`` records whose expiry has passed; return how many."""

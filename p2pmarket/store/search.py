@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from typing import Final, Literal
 
 import plyvel
@@ -23,7 +24,7 @@ import plyvel
 from p2pmarket import records
 from p2pmarket.records import Kind, Listing
 from p2pmarket.store import layout
-from p2pmarket.store.terms import listing_terms
+from p2pmarket.store.terms import KIND_CODES, listing_terms
 from p2pmarket.text import tokens
 
 Sort = Literal["newest", "price", "-price"]
@@ -157,23 +158,27 @@ class Searcher:
 
     def search(self, query: Query, now: int) -> Page:
         want = query.offset + query.limit
-        matches = self._matches(query, now)
-        if query.sort == "newest":
-            hits: list[bytes] = []
-            for sfx, _ in matches:
-                hits.append(sfx)
-                if len(hits) > want:
-                    break
+        plan = self._plan(query)
+        if plan is None:
+            return Page([], more=False)
+        cursors, check_prefix = plan
+        check = _SummaryCheck(query, now)
+        if query.sort != "newest" and not cursors and check_prefix is None:
+            hits = list(islice(self._by_price(query, check), want + 1))
         else:
-            ordered = heapq.nsmallest(
-                want + 1,
-                _bounded(matches, MAX_SORTED_CANDIDATES),
-                key=_price_key(query.sort == "-price"),
-            )
-            hits = [sfx for sfx, _ in ordered]
-        page = hits[query.offset : want]
+            matches = self._matches(cursors, check_prefix, check)
+            if query.sort == "newest":
+                hits = [sfx for sfx, _ in islice(matches, want + 1)]
+            else:
+                descending = query.sort == "-price"
+                ordered = heapq.nsmallest(
+                    want + 1,
+                    islice(matches, MAX_SORTED_CANDIDATES),
+                    key=lambda m: (m[1][1], -m[1][0] if descending else m[1][0], m[0]),
+                )
+                hits = [sfx for sfx, _ in ordered]
         listings = []
-        for sfx in page:
+        for sfx in hits[query.offset : want]:
             raw = self._db.get(layout.RECORD + layout.suffix_id(sfx))
             if raw is not None:
                 record = records.load_trusted(raw)
@@ -181,54 +186,78 @@ class Searcher:
                     listings.append(record)
         return Page(listings, more=len(hits) > want)
 
-    def _matches(self, query: Query, now: int) -> Iterator[tuple[bytes, tuple[int, int, str]]]:
-        """(suffix, (expires, price, currency)) of every live match, newest first."""
+    def _plan(self, query: Query) -> tuple[list[_Cursor], str | None] | None:
+        """The cursors to join and a prefix to check per candidate; None if nothing
+        can match."""
         db = self._db
-        words = [w for w in tokens(query.text)]
+        words = tokens(query.text)
         terms: list[str] = list(dict.fromkeys(words[:-1]))
-        last = words[-1] if words else None
-        if query.kind:
-            terms.append(f"#k:{query.kind}")
-        if query.currency:
-            terms.append(f"#c:{query.currency}")
         if query.category:
             terms.append(f"#g:{query.category}")
         if query.seller:
             terms.append(f"#s:{query.seller.hex()}")
         if query.location:
             terms.extend(f"#l:{t}" for t in tokens(query.location))
-
         cursors: list[_Cursor] = [_TermCursor(db, layout.term_prefix(t)) for t in terms]
-        check_prefix: str | None = None
-        if last is not None:
-            expansions = _expand_prefix(db, last, MAX_PREFIX_TERMS)
-            if expansions == []:
-                return
-            if expansions is None:
-                check_prefix = last
-            else:
-                subs = [_TermCursor(db, p) for p in expansions]
-                cursors.append(subs[0] if len(subs) == 1 else _UnionCursor(subs))
+        if not words:
+            return cursors, None
+        expansions = _expand_prefix(db, words[-1], MAX_PREFIX_TERMS)
+        if expansions == []:
+            return None
+        if expansions is None:
+            return cursors, words[-1]
+        subs = [_TermCursor(db, p) for p in expansions]
+        cursors.append(subs[0] if len(subs) == 1 else _UnionCursor(subs))
+        return cursors, None
 
+    def _matches(
+        self, cursors: list[_Cursor], check_prefix: str | None, check: _SummaryCheck
+    ) -> Iterator[tuple[bytes, tuple[int, str]]]:
+        """(suffix, (price, currency)) of every live match, newest first."""
+        db = self._db
         suffixes: Iterator[bytes]
         if cursors:
             suffixes = _leapfrog(cursors)
         else:
             suffixes = (k[1:] for k in db.iterator(prefix=layout.TIME, include_value=False))
-
-        low = query.min_price if query.min_price is not None else 0
-        high = query.max_price if query.max_price is not None else 2**64
-        unpack = layout.SUMMARY.unpack
         for sfx in suffixes:
             raw = db.get(layout.TIME + sfx)
-            if raw is None:
-                continue
-            expires, price, _, currency = unpack(raw)
-            if expires <= now or not low <= price <= high:
+            found = check(raw) if raw is not None else None
+            if found is None:
                 continue
             if check_prefix is not None and not self._has_prefix(sfx, check_prefix):
                 continue
-            yield sfx, (expires, price, currency.decode("ascii"))
+            yield sfx, found
+
+    def _by_price(self, query: Query, check: _SummaryCheck) -> Iterator[bytes]:
+        """Suffixes in (currency, price) order straight from the price index, for
+        price sorts with no words or terms to join."""
+        db = self._db
+        low = layout.u64(query.min_price or 0)
+        high = layout.u64(query.max_price if query.max_price is not None else 2**64 - 1)
+        currencies = [query.currency.encode("ascii")] if query.currency else self._currencies()
+        for cur in currencies:
+            keys = db.iterator(
+                start=layout.PRICE + cur + low,
+                stop=layout.PRICE + cur + high + b"\xff" * layout.SUFFIX_SIZE,
+                reverse=query.sort == "-price",
+                include_value=False,
+            )
+            if query.sort == "-price":
+                keys = _newest_first_within_price(keys)
+            for key in keys:
+                sfx = key[-layout.SUFFIX_SIZE :]
+                raw = db.get(layout.TIME + sfx)
+                if raw is not None and check(raw) is not None:
+                    yield sfx
+
+    def _currencies(self) -> Iterator[bytes]:
+        """The distinct currencies in the price index, ascending, one seek each."""
+        it = self._db.iterator(prefix=layout.PRICE, include_value=False)
+        for key in it:
+            cur = key[1:4]
+            yield cur
+            it.seek(layout.PRICE + cur[:2] + bytes([cur[2] + 1]))
 
     def _has_prefix(self, sfx: bytes, prefix: str) -> bool:
         raw = self._db.get(layout.RECORD + layout.suffix_id(sfx))
@@ -240,18 +269,37 @@ class Searcher:
         )
 
 
-def _bounded(
-    items: Iterator[tuple[bytes, tuple[int, int, str]]], limit: int
-) -> Iterator[tuple[bytes, tuple[int, int, str]]]:
-    for i, item in enumerate(items):
-        if i >= limit:
-            return
-        yield item
+class _SummaryCheck:
+    """The filters answered from a listing's summary: expiry, price, kind, currency."""
+
+    __slots__ = ("_currency", "_high", "_kind", "_low", "_now")
+
+    def __init__(self, query: Query, now: int) -> None:
+        self._now = now
+        self._low = query.min_price if query.min_price is not None else 0
+        self._high = query.max_price if query.max_price is not None else 2**64
+        self._kind = KIND_CODES[query.kind] if query.kind else None
+        self._currency = query.currency.encode("ascii") if query.currency else None
+
+    def __call__(self, raw: bytes) -> tuple[int, str] | None:
+        """(price, currency) when the summary passes every filter, else None."""
+        expires, price, kind, currency = layout.SUMMARY.unpack(raw)
+        if expires <= self._now or not self._low <= price <= self._high:
+            return None
+        if self._kind is not None and kind != self._kind:
+            return None
+        if self._currency is not None and currency != self._currency:
+            return None
+        return price, currency.decode("ascii")
 
 
-def _price_key(descending: bool):  # type: ignore[no-untyped-def]
-    def key(item: tuple[bytes, tuple[int, int, str]]) -> tuple[str, int, bytes]:
-        sfx, (_, price, currency) = item
-        return (currency, -price if descending else price, sfx)
-
-    return key
+def _newest_first_within_price(keys: Iterator[bytes]) -> Iterator[bytes]:
+    """A reversed price scan yields equal prices oldest first; restore newest first,
+    as every other order in search breaks ties."""
+    group: list[bytes] = []
+    for key in keys:
+        if group and key[4:12] != group[0][4:12]:
+            yield from reversed(group)
+            group = []
+        group.append(key)
+    yield from reversed(group)
