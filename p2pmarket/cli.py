@@ -232,7 +232,8 @@ def identity_import(
             data = file.read_bytes()
         except OSError as exc:
             raise InvalidInput(f"cannot read {file}: {exc.strerror}") from None
-        signer = KeyFile(data, str(file)).unlock(_ask_passphrase())
+        key_file = KeyFile(data, str(file))
+        signer = key_file.unlock(_ask_passphrase() if key_file.encrypted else None)
     else:
         if sys.stdin.isatty():
             typer.echo("Type the 24 backup words, then Enter:", err=True)

@@ -8,6 +8,7 @@ record by record; the file itself needs no signature.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Final
@@ -52,6 +53,10 @@ def _items(stream: BinaryIO, origin: str) -> Iterator[bytes]:
             if not isinstance(item, bytes):
                 raise InvalidInput(f"{origin} is damaged at record {index + 1}: not a record")
             yield item
+        # The Unpacker ends quietly on a cut-off last item; a file that does not end
+        # exactly after a whole record was truncated.
+        if unpacker.tell() != os.fstat(stream.fileno()).st_size:
+            raise InvalidInput(f"{origin} is truncated: its last record is incomplete")
     except (ValueError, msgpack.UnpackException) as exc:
         raise InvalidInput(f"{origin} is damaged or truncated ({exc})") from None
 

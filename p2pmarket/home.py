@@ -49,6 +49,8 @@ class Config:
         if unknown:
             raise ConfigError(f"{origin}: unknown setting {sorted(unknown)[0]!r}")
         config = cls(**data)
+        if not isinstance(config.currency, str):
+            raise ConfigError(f'{origin}: currency must be text, e.g. "IDR"')
         try:
             check_currency(config.currency)
         except InvalidInput as exc:

@@ -6,6 +6,7 @@ minor units with :class:`decimal.Decimal`, and formatted back the same way.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 from typing import Final
 
@@ -52,6 +53,8 @@ _STYLES: Final[dict[str, tuple[str, str, str, bool, bool]]] = {
 _DROP_ZERO_CENTS: Final = frozenset({"IDR", "VND"})
 
 MAX_MINOR_UNITS: Final = 10**15
+# A sign is let through only so that "-5" gets the "zero or more" message.
+_AMOUNT: Final = re.compile(r"-?[0-9]+(\.[0-9]*)?|-?\.[0-9]+")
 
 
 def exponent(currency: str) -> int:
@@ -81,6 +84,9 @@ def parse_amount(text: str, currency: str) -> int:
     """
     cleaned = text.strip().replace("_", "")
     try:
+        # Decimal alone would also take "1e3", "+5" or non-ASCII digits.
+        if not _AMOUNT.fullmatch(cleaned):
+            raise InvalidOperation
         value = Decimal(cleaned)
     except InvalidOperation:
         raise InvalidInput(

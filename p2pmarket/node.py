@@ -138,7 +138,9 @@ class Node:
 
     def _signer_or_unlock(self) -> Signer:
         if self._signer is None:
-            secret = self._passphrase() if callable(self._passphrase) else self._passphrase
+            secret: str | None = None
+            if self._key_file.encrypted:
+                secret = self._passphrase() if callable(self._passphrase) else self._passphrase
             if secret is None and self._key_file.encrypted:
                 raise IdentityError(
                     "this needs the key's passphrase: set P2PMARKET_PASSPHRASE or run in a terminal"
@@ -180,7 +182,8 @@ class Node:
             tags=_clean_tags(tags),
             location=(self.config.location if location is None else location).strip(),
             created=now,
-            expires=now + _lifetime(expires_days or self.config.listing_days),
+            expires=now
+            + _lifetime(self.config.listing_days if expires_days is None else expires_days),
             images=tuple(images),
         )
         return self._publish(draft)

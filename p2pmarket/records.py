@@ -220,6 +220,12 @@ def _pack(doc: dict[str, Any]) -> bytes:
     return data
 
 
+def _pack_signed(record: Record) -> bytes:
+    """The canonical encoding of the whole record: ``sig`` takes its place among
+    the keys in ascending order, like every other key."""
+    return _pack(dict(sorted({**record.fields(), "sig": record.signature}.items())))
+
+
 def signed_message(record: Record) -> bytes:
     """The exact bytes the author signs: domain prefix + canonical fields without sig."""
     return DOMAIN[_type_name(record)] + _pack(record.fields())
@@ -228,7 +234,7 @@ def signed_message(record: Record) -> bytes:
 def encode(record: Record) -> bytes:
     if record.encoded:
         return record.encoded
-    return _pack({**record.fields(), "sig": record.signature})
+    return _pack_signed(record)
 
 
 _R = TypeVar("_R", Listing, Tombstone, Profile)
@@ -238,7 +244,7 @@ def sign(record: _R, sign_fn: Callable[[bytes], bytes]) -> _R:
     """Return ``record`` signed with ``sign_fn`` (a :class:`~p2pmarket.crypto.signing.Signer`'s
     ``sign``), its canonical encoding attached, after checking every rule but the clock."""
     signed = replace(record, signature=sign_fn(signed_message(record)), encoded=b"")
-    data = _pack({**signed.fields(), "sig": signed.signature})
+    data = _pack_signed(signed)
     if len(data) > MAX_RECORD_BYTES:
         raise InvalidRecord(
             None, f"the record is {len(data)} bytes; the limit is {MAX_RECORD_BYTES}"
@@ -338,7 +344,7 @@ def _listing(f: _Fields, now: int) -> Listing:
     if kind not in KINDS:
         raise f.fail("kind", "must be 'sell' or 'wanted'")
     currency = f.get("cur")
-    if currency not in CURRENCIES:
+    if not isinstance(currency, str) or currency not in CURRENCIES:
         raise f.fail("cur", "must be an ISO 4217 currency code such as IDR or USD")
     category = f.text("cat", MAX_CATEGORY, required=True)
     if not CATEGORY_RE.match(category):
@@ -431,7 +437,7 @@ def decode(data: bytes, now: int) -> Record:
     if doc.get("v") != FORMAT_VERSION:
         raise InvalidRecord(f"{kind}.v", f"unsupported format version {doc.get('v')!r}")
     record = checker(_Fields(kind, doc, data), now)
-    if _pack({**record.fields(), "sig": record.signature}) != data:
+    if _pack_signed(record) != data:
         raise InvalidRecord(None, f"the {kind} is not in canonical encoding")
     return record
 

@@ -32,7 +32,7 @@ def open_db(path: Path) -> plyvel.DB:
         if "lock" in str(exc).lower():
             raise StoreLocked(
                 f"the store at {path} is in use by another p2pmarket process "
-                "(a running daemon?): stop it with `p2pmarket stop`, or use another --home"
+                "(a running daemon?): stop that process, or use another --home"
             ) from None
         raise StoreError(f"cannot open the store at {path}: {exc}") from None
     except plyvel.Error as exc:
