@@ -1,10 +1,10 @@
-"""Search over the listing cache: a query planner and a leapfrog join of posting lists.
+"""Search over the listing cache: the query planner.
 
 Every index shares the 24-byte suffix ordering (newest first, see
 :mod:`p2pmarket.store.layout`), so a query with several terms is answered by
-seeking each term's cursor to the largest suffix any of them holds until all agree
-(a leapfrog join). The cost grows with the shortest posting list, not with the size
-of the cache, and "top 20 newest" stops after 20 matches.
+intersecting their posting lists (:mod:`p2pmarket.store.postings`) in that order,
+and "top 20 newest" stops after 20 matches. Filters the index cannot answer
+(price, kind, currency, expiry) are checked on each match's summary.
 
 The last word of the text is a prefix ("sepe" finds "sepeda"): it expands to the
 distinct terms that start with it, merged into one cursor. A prefix so short that
@@ -24,6 +24,7 @@ import plyvel
 from p2pmarket import records
 from p2pmarket.records import Kind, Listing
 from p2pmarket.store import layout
+from p2pmarket.store.postings import Postings, TermPostings, UnionPostings, intersect
 from p2pmarket.store.terms import KIND_CODES, listing_terms
 from p2pmarket.text import tokens
 
@@ -31,7 +32,7 @@ Sort = Literal["newest", "price", "-price"]
 SORTS: Final = ("newest", "price", "-price")
 MAX_LIMIT: Final = 1000
 # A prefix that matches more distinct terms than this is checked per candidate.
-MAX_PREFIX_TERMS: Final = 64
+MAX_PREFIX_TERMS: Final = 256
 # Price sorts collect every match before sorting; past this many they stop.
 MAX_SORTED_CANDIDATES: Final = 200_000
 
@@ -59,81 +60,6 @@ class Page:
 
     listings: list[Listing]
     more: bool
-
-
-class _TermCursor:
-    """The posting list of one term. ``current`` is b"" before the first move and
-    None once exhausted; b"" sorts below every suffix, so no special case is needed."""
-
-    __slots__ = ("_it", "_prefix", "current")
-
-    def __init__(self, db: plyvel.DB, prefix: bytes) -> None:
-        self._it = db.iterator(prefix=prefix, include_value=False)
-        self._prefix = prefix
-        self.current: bytes | None = b""
-
-    def _step(self) -> bytes | None:
-        key = next(self._it, None)
-        self.current = None if key is None else key[len(self._prefix) :]
-        return self.current
-
-    def seek(self, target: bytes) -> bytes | None:
-        """Move to the first suffix ≥ ``target`` and return it."""
-        cur = self.current
-        if cur is None or cur >= target:
-            return cur
-        # One step is cheaper than a seek, and in dense joins it is usually enough.
-        cur = self._step()
-        if cur is None or cur >= target:
-            return cur
-        self._it.seek(self._prefix + target)
-        return self._step()
-
-
-class _UnionCursor:
-    """Several term cursors merged into one ordered cursor (a prefix's expansions)."""
-
-    __slots__ = ("_cursors", "current")
-
-    def __init__(self, cursors: list[_TermCursor]) -> None:
-        self._cursors = cursors
-        self.current: bytes | None = b""
-
-    def seek(self, target: bytes) -> bytes | None:
-        cur = self.current
-        if cur is None or cur >= target:
-            return cur
-        best: bytes | None = None
-        for cursor in self._cursors:
-            found = cursor.seek(target)
-            if found is not None and (best is None or found < best):
-                best = found
-        self.current = best
-        return best
-
-
-_Cursor = _TermCursor | _UnionCursor
-
-
-def _leapfrog(cursors: list[_Cursor]) -> Iterator[bytes]:
-    """Yield, in order, every suffix that all cursors hold."""
-    n = len(cursors)
-    target = b"\x00"
-    while True:
-        agreed = 0
-        i = 0
-        while agreed < n:
-            found = cursors[i].seek(target)
-            if found is None:
-                return
-            if found == target:
-                agreed += 1
-            else:
-                target = found
-                agreed = 1
-            i = (i + 1) % n
-        yield target
-        target = target + b"\x00"  # the smallest suffix after this one
 
 
 def _expand_prefix(db: plyvel.DB, prefix: str, cap: int) -> list[bytes] | None:
@@ -186,7 +112,7 @@ class Searcher:
                     listings.append(record)
         return Page(listings, more=len(hits) > want)
 
-    def _plan(self, query: Query) -> tuple[list[_Cursor], str | None] | None:
+    def _plan(self, query: Query) -> tuple[list[Postings], str | None] | None:
         """The cursors to join and a prefix to check per candidate; None if nothing
         can match."""
         db = self._db
@@ -198,7 +124,7 @@ class Searcher:
             terms.append(f"#s:{query.seller.hex()}")
         if query.location:
             terms.extend(f"#l:{t}" for t in tokens(query.location))
-        cursors: list[_Cursor] = [_TermCursor(db, layout.term_prefix(t)) for t in terms]
+        cursors: list[Postings] = [TermPostings(db, layout.term_prefix(t)) for t in terms]
         if not words:
             return cursors, None
         expansions = _expand_prefix(db, words[-1], MAX_PREFIX_TERMS)
@@ -206,18 +132,18 @@ class Searcher:
             return None
         if expansions is None:
             return cursors, words[-1]
-        subs = [_TermCursor(db, p) for p in expansions]
-        cursors.append(subs[0] if len(subs) == 1 else _UnionCursor(subs))
+        subs = [TermPostings(db, p) for p in expansions]
+        cursors.append(subs[0] if len(subs) == 1 else UnionPostings(subs))
         return cursors, None
 
     def _matches(
-        self, cursors: list[_Cursor], check_prefix: str | None, check: _SummaryCheck
+        self, cursors: list[Postings], check_prefix: str | None, check: _SummaryCheck
     ) -> Iterator[tuple[bytes, tuple[int, str]]]:
         """(suffix, (price, currency)) of every live match, newest first."""
         db = self._db
         suffixes: Iterator[bytes]
         if cursors:
-            suffixes = _leapfrog(cursors)
+            suffixes = intersect(cursors)
         else:
             suffixes = (k[1:] for k in db.iterator(prefix=layout.TIME, include_value=False))
         for sfx in suffixes:

@@ -18,14 +18,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2pmarket.records import DAY, Listing
-from p2pmarket.store import ListingStore, Query
-from p2pmarket.store.search import MAX_PREFIX_TERMS
+from p2pmarket.store import ListingStore, Query, search
 from p2pmarket.text import tokens
 
 
 def _search(store: ListingStore, text: str = "", **filters: Any) -> list[str]:
     filters.setdefault("limit", 100)
     return [item.title for item in store.search(Query(text=text, **filters), NOW).listings]
+
+
+# The cap on merged prefix completions, lowered here so that small corpora reach
+# the per-candidate path; the tests are about the two paths, not the number.
+MAX_PREFIX_TERMS = 64
+
+
+@pytest.fixture(autouse=True)
+def _small_prefix_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(search, "MAX_PREFIX_TERMS", MAX_PREFIX_TERMS)
 
 
 @pytest.fixture
