@@ -29,7 +29,10 @@ class InvalidRecord(P2PMarketError):
     def __init__(self, field: str | None, reason: str) -> None:
         self.field = field
         self.reason = reason
-        super().__init__(f"{field}: {reason}" if field else reason)
+        super().__init__(field, reason)
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.reason}" if self.field else self.reason
 
 
 class InvalidInput(P2PMarketError):

@@ -38,6 +38,9 @@ def write_export(path: Path, items: Iterable[bytes]) -> int:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise InvalidInput(f"cannot write {path}: {exc.strerror}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return count
 
 

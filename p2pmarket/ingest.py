@@ -135,14 +135,15 @@ def ingest(
         seen = 0
         for chunk in _chunks(items):
             decoded: _Decoded = []
+            signed: list[tuple[bytes, bytes, bytes]] = []
             for position, data in chunk:
                 try:
-                    decoded.append((position, records.decode(data, now)))
+                    record, message = records.decode_signed(data, now)
                 except InvalidRecord as exc:
                     report.rejected.append((position, str(exc)))
-            signed = [
-                (records.author(r), records.signed_message(r), r.signature) for _, r in decoded
-            ]
+                    continue
+                decoded.append((position, record))
+                signed.append((records.author(record), message, record.signature))
             verifier.submit(signed)
             in_flight.append(decoded)
             if len(in_flight) >= _DEPTH:

@@ -27,6 +27,7 @@ def open_db(path: Path) -> plyvel.DB:
             write_buffer_size=32 << 20,
             lru_cache_size=32 << 20,
             bloom_filter_bits=10,
+            compression=None,
         )
     except plyvel.IOError as exc:
         if "lock" in str(exc).lower():
