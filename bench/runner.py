@@ -1,0 +1,57 @@
+"""Runs the chosen benchmarks and reports them: one entry point for the CLI and tests."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final, TextIO
+
+from bench import coldstart, ingest, machine, search
+from bench.config import DATA_DIR, FULL, QUICK, REPORT, Sizes
+from bench.report import render
+from bench.results import Section
+
+BENCHMARKS: Final[dict[str, Callable[[Sizes, Path], Section]]] = {
+    "ingest": ingest.run,
+    "search": search.run,
+    "coldstart": coldstart.run,
+}
+
+
+def run(
+    *,
+    quick: bool = False,
+    only: str | None = None,
+    sizes: Sizes | None = None,
+    data_dir: Path | None = None,
+    out: TextIO | None = None,
+) -> list[Section]:
+    """Run ``only`` one benchmark or all; print the report to ``out`` (stdout).
+
+    BENCHMARKS.md is rewritten only by a complete full-size run, so that a quick
+    or partial run can never replace the published figures.
+    """
+    chosen = sizes or (QUICK if quick else FULL)
+    folder = data_dir or DATA_DIR
+    names = [only] if only else list(BENCHMARKS)
+    described = machine.describe()  # before the run: the load average is the machine's own
+    sources = machine.source_hash()
+    started = time.perf_counter()
+    sections = []
+    for name in names:
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        sections.append(BENCHMARKS[name](chosen, folder))
+        print(f"[bench] {name} done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    minutes = (time.perf_counter() - started) / 60
+    if machine.source_hash() != sources:
+        described.append(("Warning", "p2pmarket/ changed during the run: figures may mix versions"))
+    mode = "full" if chosen == FULL else "quick" if chosen == QUICK else f"custom {chosen}"
+    text = render(sections, described, mode=mode, minutes=minutes)
+    print(text, file=out or sys.stdout)
+    if chosen == FULL and only is None and not quick:
+        REPORT.write_text(text, encoding="utf-8")
+        print(f"[bench] wrote {REPORT}", file=sys.stderr)
+    return sections
