@@ -156,6 +156,18 @@ def init(
 
     home = _home_path()
     if exist_ok and Home(home).initialised:
+        if as_json:
+            from p2pmarket.crypto.keystore import read_key_file
+            from p2pmarket.crypto.peer_id import peer_id_from_public_key
+
+            key_file = read_key_file(Home(home).key_file)
+            _print_json(
+                {
+                    "peer_id": peer_id_from_public_key(key_file.public_key),
+                    "home": str(home),
+                    "encrypted": key_file.encrypted,
+                }
+            )
         return
     passphrase = None if no_passphrase else _ask_passphrase(confirm=True)
     peer_id = init_home(home, passphrase)
@@ -267,7 +279,9 @@ def listing_create(
         list[str] | None, typer.Option("--tag", help="Repeat for up to 10 tags.")
     ] = None,
     location: Annotated[str | None, typer.Option(help="Where the item is, e.g. Sleman.")] = None,
-    quantity: Annotated[int, typer.Option(min=1, help="How many are available.")] = 1,
+    quantity: Annotated[
+        int, typer.Option(min=1, max=1_000_000, help="How many are available.")
+    ] = 1,
     expires_days: Annotated[
         int | None, typer.Option(min=1, max=90, help="Days until it expires (default 30).")
     ] = None,
@@ -309,7 +323,7 @@ def listing_update(
         list[str] | None, typer.Option("--tag", help="Replaces all tags; repeat for several.")
     ] = None,
     location: Annotated[str | None, typer.Option()] = None,
-    quantity: Annotated[int | None, typer.Option(min=1)] = None,
+    quantity: Annotated[int | None, typer.Option(min=1, max=1_000_000)] = None,
     expires_days: Annotated[int | None, typer.Option(min=1, max=90)] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -443,7 +457,7 @@ def search(
         SortChoice.newest
     ),
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
-    offset: Annotated[int, typer.Option(min=0)] = 0,
+    offset: Annotated[int, typer.Option(min=0, max=100_000)] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Search the local listing cache (works offline). The last word also matches as a

@@ -19,7 +19,7 @@ from typing import Any
 
 from p2pmarket.errors import ConfigError, InvalidInput
 from p2pmarket.money import check_currency
-from p2pmarket.records import DAY, MAX_LIFETIME
+from p2pmarket.records import DAY, MAX_LIFETIME, MAX_LOCATION
 
 HOME_ENV = "P2PMARKET_HOME"
 
@@ -55,8 +55,10 @@ class Config:
             check_currency(config.currency)
         except InvalidInput as exc:
             raise ConfigError(f"{origin}: currency: {exc}") from None
-        if not isinstance(config.location, str):
-            raise ConfigError(f"{origin}: location must be text")
+        if not isinstance(config.location, str) or len(config.location) > MAX_LOCATION:
+            raise ConfigError(
+                f"{origin}: location must be text of at most {MAX_LOCATION} characters"
+            )
         days = config.listing_days
         if type(days) is not int or not 1 <= days <= MAX_LIFETIME // DAY:
             raise ConfigError(f"{origin}: listing_days must be a whole number from 1 to 90")

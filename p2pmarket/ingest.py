@@ -22,11 +22,15 @@ from typing import Final
 from p2pmarket import records
 from p2pmarket.crypto.signing import verify_batch
 from p2pmarket.crypto.verify_worker import VerifierProcess
-from p2pmarket.errors import InvalidRecord
+from p2pmarket.errors import InvalidRecord, P2PMarketError
 from p2pmarket.records import Record
 from p2pmarket.store import ListingStore, Outcome
 
 CHUNK: Final = 1000
+_WORKER_FAILED: Final = (
+    "the signature-checking process stopped unexpectedly; nothing unverified was "
+    "stored, run the import again"
+)
 # Chunks handed to the verifier before waiting for the oldest: enough to keep it
 # busy, few enough to bound memory (~1 MiB a chunk).
 _DEPTH: Final = 3
@@ -85,7 +89,10 @@ class _Verifier:
             except OSError:
                 self._parallel = False  # no subprocesses here: verify inline
         if self._worker is not None:
-            self._worker.send(batch)
+            try:
+                self._worker.send(batch)
+            except OSError:
+                raise P2PMarketError(_WORKER_FAILED) from None
             self._inline.append(None)
         else:
             self._inline.append(verify_batch(batch))
@@ -96,7 +103,10 @@ class _Verifier:
         if done is not None:
             return done
         assert self._worker is not None
-        return self._worker.receive()
+        try:
+            return self._worker.receive()
+        except OSError:
+            raise P2PMarketError(_WORKER_FAILED) from None
 
     def close(self) -> None:
         if self._worker is not None:

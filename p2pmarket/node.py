@@ -27,14 +27,20 @@ from p2pmarket.crypto.keystore import KeyFile, read_key_file, seal, write_key_fi
 from p2pmarket.crypto.peer_id import peer_id_from_public_key
 from p2pmarket.errors import IdentityError, InvalidInput, NotFound, P2PMarketError
 from p2pmarket.home import Config, Home, default_home
-from p2pmarket.records import DAY, Kind, Listing, Profile, Tombstone
+from p2pmarket.money import MAX_MINOR_UNITS
+from p2pmarket.records import CATEGORY_RE, DAY, Kind, Listing, Profile, Tombstone
 from p2pmarket.store import ListingStore, Page, Query, Sort
+from p2pmarket.text import tokens
 
 if TYPE_CHECKING:
     from p2pmarket.crypto.signing import Signer
     from p2pmarket.ingest import IngestReport
 
 Passphrase = str | Callable[[], str] | None
+# Deep pages are read through from the start; past this, narrow the search instead.
+MAX_OFFSET = 100_000
+# Expired records collected per write.
+_GC_STEP = 1000
 _R = TypeVar("_R", Listing, Tombstone, Profile)
 Clock = Callable[[], float]
 
@@ -105,13 +111,7 @@ class Node:
         config = paths.load_config()
         key_file = read_key_file(paths.key_file)
         store = ListingStore(paths.store_dir)
-        node = cls(paths, key_file, store, config, passphrase, clock)
-        try:
-            node.collect_garbage()
-        except BaseException:
-            node.close()
-            raise
-        return node
+        return cls(paths, key_file, store, config, passphrase, clock)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -209,6 +209,10 @@ class Node:
         ``expires_days`` (default: what is left of its current lifetime, at least a day).
         """
         current = self._own_listing(listing_id)
+        if currency is not None and currency.upper() != current.currency and price is None:
+            raise InvalidInput(
+                "a new currency needs a new price too (the old amount means another sum)"
+            )
         now = self.now()
         lifetime = (
             _lifetime(expires_days) if expires_days is not None else max(current.expires - now, DAY)
@@ -241,14 +245,19 @@ class Node:
             nonce=current.nonce,
             seq=current.seq + 1,
             created=now,
-            # The tombstone must outlive every copy of the listing it hides.
-            expires=max(current.expires, now + 1),
+            # The tombstone must outlive every version of the listing it hides, and
+            # an older version may expire later than the current one (an update can
+            # shorten the lifetime); none can outlive now + the maximum lifetime.
+            expires=now + records.MAX_LIFETIME,
         )
         return self._publish(draft)
 
     def _publish(self, draft: _R) -> _R:
         signed = records.sign(draft, self._signer_or_unlock().sign)
         self.store.put(signed, sync=True)
+        # Writers tidy up as they go (a bounded step); reads never write, so that
+        # search stays fast and works on a store it may not write to.
+        self.store.collect_expired(self.now(), limit=_GC_STEP)
         return signed
 
     def _own_listing(self, listing_id: bytes | str) -> Listing:
@@ -296,8 +305,20 @@ class Node:
         prefix. Prices are minor units of ``currency``."""
         if not 1 <= limit <= 1000:
             raise InvalidInput("limit must be between 1 and 1000")
-        if offset < 0:
-            raise InvalidInput("offset must be zero or more")
+        if not 0 <= offset <= MAX_OFFSET:
+            raise InvalidInput(f"offset must be between 0 and {MAX_OFFSET}")
+        for name, value in (("min price", min_price), ("max price", max_price)):
+            if value is not None and not 0 <= value <= MAX_MINOR_UNITS:
+                raise InvalidInput(f"{name} must be between 0 and {MAX_MINOR_UNITS} minor units")
+        if category is not None and not CATEGORY_RE.match(category.strip().lower()):
+            raise InvalidInput(
+                f"{category!r} is not a category: lowercase words joined by '-', "
+                "at most one '/' (e.g. vehicles/bicycles)"
+            )
+        if text.strip() and not tokens(text):
+            raise InvalidInput(f"{text!r} has no letters or digits to search for")
+        if location is not None and not tokens(location):
+            raise InvalidInput(f"location {location!r} has no letters or digits to match")
         query = Query(
             text=text,
             kind=kind,
@@ -340,7 +361,9 @@ class Node:
         from p2pmarket.exchange import read_export
         from p2pmarket.ingest import ingest
 
-        return ingest(self.store, read_export(Path(path)), self.now(), own_key=self.public_key)
+        report = ingest(self.store, read_export(Path(path)), self.now(), own_key=self.public_key)
+        self.collect_garbage()
+        return report
 
     def ingest(self, items: Iterable[bytes]) -> IngestReport:
         """Verify and store raw signed records (from any source)."""

@@ -22,7 +22,7 @@ from typing import Any, Final, Literal, TypeAlias, TypeVar
 
 import msgpack
 
-from p2pmarket.errors import InvalidInput, InvalidRecord
+from p2pmarket.errors import InvalidInput, InvalidRecord, StoreError
 from p2pmarket.money import CURRENCIES, MAX_MINOR_UNITS
 
 FORMAT_VERSION: Final = 1
@@ -58,9 +58,12 @@ DOMAIN: Final = {
 _ID_DOMAIN: Final = b"p2pmarket/listing-id/v1\x00"
 
 CATEGORY_RE: Final = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*(?:/[a-z0-9]+(?:-[a-z0-9]+)*)?$")
-# Control characters other than tab and newline are never valid in text fields.
-_CONTROL: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-_CONTROL_ONE_LINE: Final = re.compile(r"[\x00-\x1f\x7f]")
+# Never valid in text: C0 controls other than tab and newline, DEL, C1 controls
+# (U+009B is a terminal's CSI), and the bidi overrides and isolates that can make
+# text display differently from what it says.
+_UNSAFE: Final = "\x7f-\x9f\u202a-\u202e\u2066-\u2069"
+_CONTROL: Final = re.compile(f"[\\x00-\\x08\\x0b-\\x1f{_UNSAFE}]")
+_CONTROL_ONE_LINE: Final = re.compile(f"[\\x00-\\x1f{_UNSAFE}]")
 
 
 # ---------------------------------------------------------------------------
@@ -216,7 +219,10 @@ def author(record: Record) -> bytes:
 
 
 def _pack(doc: dict[str, Any]) -> bytes:
-    data: bytes = msgpack.packb(doc, use_bin_type=True)
+    try:
+        data: bytes = msgpack.packb(doc, use_bin_type=True)
+    except OverflowError:
+        raise InvalidRecord(None, "a number is too large to encode") from None
     return data
 
 
@@ -246,8 +252,13 @@ def sign(record: _R, sign_fn: Callable[[bytes], bytes]) -> _R:
     signed = replace(record, signature=sign_fn(signed_message(record)), encoded=b"")
     data = _pack_signed(signed)
     if len(data) > MAX_RECORD_BYTES:
+        # Name the field that takes the most room: that is the one to shorten.
+        sizes = {k: len(_pack({k: v})) for k, v in signed.fields().items()}
+        largest = max(sizes, key=lambda k: sizes[k])
         raise InvalidRecord(
-            None, f"the record is {len(data)} bytes; the limit is {MAX_RECORD_BYTES}"
+            f"{_type_name(signed)}.{largest}",
+            f"makes the record {len(data)} bytes, over the {MAX_RECORD_BYTES}-byte limit: "
+            "shorten it",
         )
     checked = decode(data, now=signed.created)
     assert type(checked) is type(record)
@@ -471,8 +482,15 @@ def validate(data: bytes, now: int) -> Record:
 
 
 def load_trusted(data: bytes) -> Record:
-    """Decode bytes that this node validated before storing them (no clock, no signature)."""
-    doc = msgpack.unpackb(data, raw=False)
-    kind: str = doc["type"]
-    # Validation already passed at ingest; only the clock may have moved on since.
-    return _CHECKERS[kind](_Fields(kind, doc, data), doc["ts"])
+    """Decode bytes that this node validated before storing them (no clock, no signature).
+
+    Raises StoreError if they no longer decode: the store was damaged on disk."""
+    try:
+        doc = msgpack.unpackb(data, raw=False)
+        kind: str = doc["type"]
+        # Validation already passed at ingest; only the clock may have moved on since.
+        return _CHECKERS[kind](_Fields(kind, doc, data), doc["ts"])
+    except (ValueError, TypeError, KeyError, InvalidRecord, msgpack.UnpackException):
+        raise StoreError(
+            "a record in the store is damaged; export what you can and rebuild the store"
+        ) from None

@@ -34,6 +34,9 @@ _FORMAT: Final = "p2pmarket-key"
 # unlock. The daemon unlocks once; the CLI once per signing command.
 OPSLIMIT: Final = 2
 MEMLIMIT: Final = 64 * 1024 * 1024
+# libsodium's "sensitive" costs (4, 1 GiB) are the most a key file may ask for.
+_MAX_OPSLIMIT: Final = 4
+_MAX_MEMLIMIT: Final = 1 << 30
 
 
 def _derive(passphrase: str, salt: bytes, opslimit: int, memlimit: int) -> bytes:
@@ -112,15 +115,24 @@ class KeyFile:
                     "the key is encrypted: give its passphrase at the prompt "
                     "or in P2PMARKET_PASSPHRASE"
                 )
+            salt, ops, mem, box = (doc.get(k) for k in ("salt", "opslimit", "memlimit", "box"))
+            # Checked before use: a crafted file must not make Argon2 run for hours
+            # or pass a damaged file off as a wrong passphrase.
+            if not (
+                isinstance(salt, bytes)
+                and len(salt) == 16
+                and type(ops) is int
+                and 1 <= ops <= _MAX_OPSLIMIT
+                and type(mem) is int
+                and 8192 <= mem <= _MAX_MEMLIMIT
+                and isinstance(box, bytes)
+            ):
+                raise IdentityError(f"{self._origin} is damaged: its sealed key is unreadable")
+            key = _derive(passphrase, salt, ops, mem)
             try:
-                key = _derive(passphrase, doc["salt"], doc["opslimit"], doc["memlimit"])
-                seed = nacl.secret.SecretBox(key).decrypt(doc["box"])
+                seed = nacl.secret.SecretBox(key).decrypt(box)
             except nacl.exceptions.CryptoError:
                 raise WrongPassphrase(f"wrong passphrase for {self._origin}") from None
-            except (KeyError, TypeError, ValueError):
-                raise IdentityError(
-                    f"{self._origin} is damaged: its sealed key is unreadable"
-                ) from None
         else:
             raise IdentityError(f"{self._origin} uses an unknown key protection {doc.get('kdf')!r}")
         if not isinstance(seed, bytes) or len(seed) != 32:

@@ -147,28 +147,31 @@ class ListingStore:
         changes: list[Change] = []
         count = self._count
         db = self.db
-        # transaction=True: an exception inside the block discards the whole batch.
-        with db.write_batch(transaction=True, sync=sync) as wb:
-            for record in batch:
-                if isinstance(record, Profile):
-                    changes.append(Change(record, self._put_profile(wb, record, profiles)))
-                    continue
-                rid = record.id
-                current = pending[rid] if rid in pending else self.get_record(rid)
-                outcome = self._decide(record, current)
-                if outcome.stored:
-                    if isinstance(current, Listing):
-                        self._unindex(wb, current)
-                        count -= 1
-                    elif isinstance(current, Tombstone):
-                        wb.delete(layout.expiry_key(current.expires, rid))
-                    self._index(wb, record)
-                    if isinstance(record, Listing):
-                        count += 1
-                    pending[rid] = record
-                changes.append(Change(record, outcome))
-            if count != self._count:
-                wb.put(layout.COUNT_KEY, str(count).encode())
+        try:
+            # transaction=True: an exception inside the block discards the whole batch.
+            with db.write_batch(transaction=True, sync=sync) as wb:
+                for record in batch:
+                    if isinstance(record, Profile):
+                        changes.append(Change(record, self._put_profile(wb, record, profiles)))
+                        continue
+                    rid = record.id
+                    current = pending[rid] if rid in pending else self.get_record(rid)
+                    outcome = self._decide(record, current)
+                    if outcome.stored:
+                        if isinstance(current, Listing):
+                            self._unindex(wb, current)
+                            count -= 1
+                        elif isinstance(current, Tombstone):
+                            wb.delete(layout.expiry_key(current.expires, rid))
+                        self._index(wb, record)
+                        if isinstance(record, Listing):
+                            count += 1
+                        pending[rid] = record
+                    changes.append(Change(record, outcome))
+                if count != self._count:
+                    wb.put(layout.COUNT_KEY, str(count).encode())
+        except plyvel.Error as exc:
+            raise StoreError(f"writing to the store at {self.path} failed: {exc}") from None
         self._count = count
         return changes
 

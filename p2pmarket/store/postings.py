@@ -41,13 +41,17 @@ class Postings(Protocol):
     def take_upto(self, high: bytes) -> list[bytes]:
         """Remove and return the buffered suffixes ≤ ``high``, ascending."""
 
+    def contains(self, sfx: bytes) -> bool:
+        """Whether the list holds ``sfx`` (a point read, independent of position)."""
+
 
 class TermPostings:
     """The posting list of one term."""
 
-    __slots__ = ("_block", "_buf", "_done", "_it", "_pos", "_prefix", "_taken")
+    __slots__ = ("_block", "_buf", "_db", "_done", "_it", "_pos", "_prefix", "_taken")
 
     def __init__(self, db: plyvel.DB, prefix: bytes) -> None:
+        self._db = db
         self._it = db.iterator(prefix=prefix, include_value=False)
         self._prefix = prefix
         self._buf: list[bytes] = []
@@ -98,6 +102,9 @@ class TermPostings:
     def end(self) -> bytes:
         return END if self._done else self._buf[-1]
 
+    def contains(self, sfx: bytes) -> bool:
+        return self._db.get(self._prefix + sfx) is not None
+
     def take_upto(self, high: bytes) -> list[bytes]:
         stop = bisect_right(self._buf, high, self._pos)
         taken = self._buf[self._pos : stop]
@@ -130,6 +137,9 @@ class UnionPostings:
         # Buffered for sure only up to the lowest end of a part that still has keys.
         ends = [part.end() for part in self._parts if part.head() is not None]
         return min(ends) if ends else END
+
+    def contains(self, sfx: bytes) -> bool:
+        return any(part.contains(sfx) for part in self._parts)
 
     def take_upto(self, high: bytes) -> list[bytes]:
         runs = [part.take_upto(high) for part in self._parts if part.head() is not None]

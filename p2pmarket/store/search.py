@@ -14,7 +14,7 @@ it expands to very many terms is instead checked against each candidate's record
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from typing import Final, Literal
@@ -33,8 +33,9 @@ SORTS: Final = ("newest", "price", "-price")
 MAX_LIMIT: Final = 1000
 # A prefix that matches more distinct terms than this is checked per candidate.
 MAX_PREFIX_TERMS: Final = 256
-# Price sorts collect every match before sorting; past this many they stop.
-MAX_SORTED_CANDIDATES: Final = 200_000
+# Price sorts with words sort their matches in memory up to this many; past it they
+# walk the price index instead, testing each listing against the terms.
+MAX_SORTED_CANDIDATES: Final = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,12 +98,23 @@ class Searcher:
                 hits = [sfx for sfx, _ in islice(matches, want + 1)]
             else:
                 descending = query.sort == "-price"
-                ordered = heapq.nsmallest(
-                    want + 1,
-                    islice(matches, MAX_SORTED_CANDIDATES),
-                    key=lambda m: (m[1][1], -m[1][0] if descending else m[1][0], m[0]),
-                )
-                hits = [sfx for sfx, _ in ordered]
+                found = list(islice(matches, MAX_SORTED_CANDIDATES + 1))
+                if len(found) <= MAX_SORTED_CANDIDATES:
+                    ordered = heapq.nsmallest(
+                        want + 1,
+                        found,
+                        key=lambda m: (m[1][1], -m[1][0] if descending else m[1][0], m[0]),
+                    )
+                    hits = [sfx for sfx, _ in ordered]
+                else:
+                    # Too many matches to sort in memory: walk the price index in
+                    # order and keep the listings that every term holds.
+                    def accept(sfx: bytes) -> bool:
+                        return all(c.contains(sfx) for c in cursors) and (
+                            check_prefix is None or self._has_prefix(sfx, check_prefix)
+                        )
+
+                    hits = list(islice(self._by_price(query, check, accept), want + 1))
         listings = []
         for sfx in hits[query.offset : want]:
             raw = self._db.get(layout.RECORD + layout.suffix_id(sfx))
@@ -155,7 +167,12 @@ class Searcher:
                 continue
             yield sfx, found
 
-    def _by_price(self, query: Query, check: _SummaryCheck) -> Iterator[bytes]:
+    def _by_price(
+        self,
+        query: Query,
+        check: _SummaryCheck,
+        accept: Callable[[bytes], bool] | None = None,
+    ) -> Iterator[bytes]:
         """Suffixes in (currency, price) order straight from the price index, for
         price sorts with no words or terms to join."""
         db = self._db
@@ -174,7 +191,7 @@ class Searcher:
             for key in keys:
                 sfx = key[-layout.SUFFIX_SIZE :]
                 raw = db.get(layout.TIME + sfx)
-                if raw is not None and check(raw) is not None:
+                if raw is not None and check(raw) is not None and (accept is None or accept(sfx)):
                     yield sfx
 
     def _currencies(self) -> Iterator[bytes]:

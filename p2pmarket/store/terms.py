@@ -23,7 +23,7 @@ def listing_terms(listing: Listing) -> set[str]:
     """Every search term a listing is found by (see :mod:`p2pmarket.store.layout`)."""
     places = tokens(listing.location)
     terms = set(tokens(f"{listing.title} {' '.join(listing.tags)}"))
-    terms.update(listing.category.replace("/", " ").replace("-", " ").split())
+    terms.update(tokens(listing.category))
     terms.update(places)
     terms.update(f"#l:{t}" for t in places)
     terms.add(f"#g:{listing.category}")

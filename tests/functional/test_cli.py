@@ -631,3 +631,31 @@ def test_runner_listing_create_with_the_passphrase_in_the_environment(tmp_path: 
 
     assert created.exit_code == 0, created.output
     assert len(created.stdout.strip()) == 26
+
+
+def test_a_quantity_beyond_the_limit_is_a_usage_error(p2pm: Cli) -> None:
+    result = p2pm(
+        "listing",
+        "create",
+        "--title",
+        "x",
+        "--price",
+        "1",
+        "--category",
+        "x",
+        "--quantity",
+        "100000000000000000000",
+    )
+    assert result.code == 2
+    assert result.err.startswith("error:") and result.err.count("\n") == 1
+
+
+def test_init_exist_ok_with_json_still_prints_one_document(cli: Cli, home: Path) -> None:
+    result = ok(cli("--home", str(home), "init", "--exist-ok", "--json"))
+    assert json.loads(result.out)["peer_id"].startswith("12D3KooW")
+
+
+def test_a_search_with_nothing_to_search_for_says_so(p2pm: Cli) -> None:
+    result = p2pm("search", "!!!")
+    assert result.code == 1
+    assert "no letters or digits" in result.err

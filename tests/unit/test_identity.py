@@ -261,3 +261,18 @@ def test_text_that_is_not_an_ed25519_peer_id_is_invalid_input(text: str) -> None
 def test_a_public_key_must_be_32_bytes_to_have_a_peer_id() -> None:
     with pytest.raises(ValueError, match="32 bytes"):
         peer_id_from_public_key(b"\x00" * 31)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("memlimit", 2**45), ("opslimit", 10**6), ("salt", b"short")],
+    ids=["huge memory", "huge time", "short salt"],
+)
+def test_a_key_file_asking_for_absurd_costs_is_damage_not_a_wrong_passphrase(
+    key: str, value: object
+) -> None:
+    doc = msgpack.unpackb(seal(SELLER, "pass phrase"), raw=False)
+    doc[key] = value
+    with pytest.raises(IdentityError, match="damaged") as caught:
+        KeyFile(msgpack.packb(doc, use_bin_type=True), "crafted.key").unlock("pass phrase")
+    assert not isinstance(caught.value, WrongPassphrase)

@@ -165,14 +165,62 @@ def test_an_expired_listing_is_not_found(node: Node, clock: FakeClock) -> None:
     assert node.search("sepeda").listings == []
 
 
-def test_opening_a_node_collects_expired_records(home: Path, clock: FakeClock) -> None:
+def test_reading_never_writes_but_the_next_write_collects_expired_records(
+    home: Path, clock: FakeClock
+) -> None:
     with Node.open(home, clock=clock) as node:
         node.create_listing(title="Sepeda", price=1, category="other", expires_days=1)
         assert node.store.listing_count == 1
     clock.advance(DAY)
 
     with Node.open(home, clock=clock) as node:
-        assert node.store.listing_count == 0
+        assert node.search("sepeda").listings == []
+        assert node.store.listing_count == 1  # expired, hidden, not yet collected
+        node.create_listing(title="Meja", price=1, category="other")
+        assert [item.title for item in node.my_listings()] == ["Meja"]
+        assert node.store.listing_count == 1
+
+
+def test_a_withdrawn_listing_stays_withdrawn_even_when_an_older_version_outlives_it(
+    node: Node, other_node: Node, clock: FakeClock, tmp_path: Path
+) -> None:
+    listing = node.create_listing(title="Sepeda", price=1, category="other", expires_days=90)
+    node.export_listings(tmp_path / "v1.export")
+    node.update_listing(listing.id, expires_days=1)
+    node.withdraw_listing(listing.id)
+    clock.advance(2 * DAY)
+
+    report = node.import_listings(tmp_path / "v1.export")
+
+    assert report.accepted == 0
+    assert node.search("sepeda").listings == []
+
+
+def test_changing_the_currency_without_a_new_price_is_refused(node: Node) -> None:
+    listing = node.create_listing(title="Sepeda", price=15_000_000, currency="IDR", category="x")
+    with pytest.raises(InvalidInput, match="new price"):
+        node.update_listing(listing.id, currency="JPY")
+    moved = node.update_listing(listing.id, currency="JPY", price=15_000)
+    assert (moved.currency, moved.price) == ("JPY", 15_000)
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"text": "!!!"},
+        {"location": "---"},
+        {"category": "Foo/"},
+        {"min_price": -1},
+        {"max_price": 2**64},
+        {"offset": 10**20},
+    ],
+    ids=["no words", "no location words", "bad category", "negative", "huge", "deep offset"],
+)
+def test_searches_that_cannot_mean_anything_are_invalid_input(
+    node: Node, arguments: dict[str, object]
+) -> None:
+    with pytest.raises(InvalidInput):
+        node.search(**arguments)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

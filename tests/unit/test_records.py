@@ -616,3 +616,26 @@ def test_a_profile_does_not_expire() -> None:
     profile = signed_profile(created=NOW - 5 * 365 * DAY)
 
     assert records.validate(records.encode(profile), NOW) == profile
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Sepeda\x9b[2J", "Sepeda \u202egnirps", "Sepeda \u2066x\u2069"],
+    ids=["C1 CSI", "bidi override", "bidi isolate"],
+)
+def test_text_that_can_take_over_a_terminal_or_reorder_itself_is_invalid(text: str) -> None:
+    with pytest.raises(InvalidRecord) as caught:
+        signed_listing(title=text)
+    assert caught.value.field == "listing.title"
+
+
+def test_a_record_over_the_size_limit_names_the_field_to_shorten() -> None:
+    with pytest.raises(InvalidRecord) as caught:
+        signed_listing(description="ก" * 4000)  # Thai: 3 bytes a character
+    assert caught.value.field == "listing.desc"
+    assert "8192" in str(caught.value)
+
+
+def test_a_number_too_large_to_encode_is_invalid_record() -> None:
+    with pytest.raises(InvalidRecord):
+        signed_listing(quantity=10**20)

@@ -534,3 +534,27 @@ def test_an_unfiltered_query_pages_through_every_live_listing_exactly_once(
             offset += 37
         assert sorted(seen) == sorted(item.id for item in current if item.expires > NOW), sort
         assert len(seen) == len(set(seen))
+
+
+@settings(max_examples=200, deadline=None)
+@given(query=queries.filter(lambda q: q.sort != "newest" and bool(q.text.strip())))
+def test_a_price_sort_with_more_matches_than_fit_in_memory_walks_the_price_index(
+    corpus: tuple[ListingStore, list[Listing]], query: Query
+) -> None:
+    store, current = corpus
+    cap = search.MAX_SORTED_CANDIDATES
+    try:
+        search.MAX_SORTED_CANDIDATES = 2  # every query with 3+ matches takes the other path
+        ids = [item.id for item in store.search(query, NOW).listings]
+    finally:
+        search.MAX_SORTED_CANDIDATES = cap
+    assert ids == brute_force(current, query, NOW)[0]
+
+
+def test_a_long_category_word_is_found_wherever_it_stands_in_the_query(
+    store: ListingStore,
+) -> None:
+    category = "a" * 40
+    store.put_many([signed_listing(title="Barang x", category=category)])
+    assert _search(store, f"{category} x") == ["Barang x"]
+    assert _search(store, f"x {category}") == ["Barang x"]
