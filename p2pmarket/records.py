@@ -484,11 +484,42 @@ def validate(data: bytes, now: int) -> Record:
 def load_trusted(data: bytes) -> Record:
     """Decode bytes that this node validated before storing them (no clock, no signature).
 
-    Raises StoreError if they no longer decode: the store was damaged on disk."""
+    Validation already passed at ingest, so the map is only turned back into its
+    dataclass: the per-field checks cost ~25 µs a record, paid 20 times by every
+    search page. Raises StoreError if the bytes no longer decode (disk damage)."""
     try:
         doc = msgpack.unpackb(data, raw=False)
-        kind: str = doc["type"]
-        # Validation already passed at ingest; only the clock may have moved on since.
+        kind = doc["type"]
+        if kind == "listing":
+            return Listing(
+                seller=doc["seller"],
+                nonce=doc["nonce"],
+                seq=doc["seq"],
+                kind=doc["kind"],
+                title=doc["title"],
+                description=doc["desc"],
+                price=doc["price"],
+                currency=doc["cur"],
+                quantity=doc["qty"],
+                category=doc["cat"],
+                tags=tuple(doc["tags"]),
+                location=doc["loc"],
+                created=doc["ts"],
+                expires=doc["exp"],
+                images=tuple(doc["img"]),
+                signature=doc["sig"],
+                encoded=data,
+            )
+        if kind == "tombstone":
+            return Tombstone(
+                seller=doc["seller"],
+                nonce=doc["nonce"],
+                seq=doc["seq"],
+                created=doc["ts"],
+                expires=doc["exp"],
+                signature=doc["sig"],
+                encoded=data,
+            )
         return _CHECKERS[kind](_Fields(kind, doc, data), doc["ts"])
     except (ValueError, TypeError, KeyError, InvalidRecord, msgpack.UnpackException):
         raise StoreError(

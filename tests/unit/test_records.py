@@ -639,3 +639,19 @@ def test_a_record_over_the_size_limit_names_the_field_to_shorten() -> None:
 def test_a_number_too_large_to_encode_is_invalid_record() -> None:
     with pytest.raises(InvalidRecord):
         signed_listing(quantity=10**20)
+
+
+@settings(max_examples=50, deadline=None)
+@given(title=st.text(min_size=1, max_size=40).filter(str.strip), seq=st.integers(1, 2**40))
+def test_loading_a_stored_record_gives_back_the_record_that_was_stored(
+    title: str, seq: int
+) -> None:
+    assume(not records._CONTROL_ONE_LINE.search(title))
+    listing = signed_listing(title=title, seq=seq, tags=("a", "b"), images=(b"\x01" * 32,))
+    tombstone = records.sign(
+        records.Tombstone(listing.seller, listing.nonce, seq + 1, NOW, NOW + 60), SELLER.sign
+    )
+    for record in (listing, tombstone):
+        loaded = records.load_trusted(records.encode(record))
+        assert loaded == record
+        assert loaded.encoded == records.encode(record)
