@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Final
@@ -120,11 +120,9 @@ def ingest(
     *,
     own_key: bytes | None = None,
     parallel: bool = True,
-    progress: Callable[[int], None] | None = None,
 ) -> IngestReport:
     """Validate and store every record in ``items``; records by ``own_key`` are
-    written with sync, as the user's own data always is. ``progress`` is called
-    with the number of records read so far after each chunk."""
+    written with sync, as the user's own data always is."""
     report = IngestReport()
     in_flight: deque[_Decoded] = deque()
     verifier = _Verifier(parallel)
@@ -142,7 +140,6 @@ def ingest(
             report.count(change.outcome)
 
     try:
-        seen = 0
         for chunk in _chunks(items):
             decoded: _Decoded = []
             signed: list[tuple[bytes, bytes, bytes]] = []
@@ -158,9 +155,6 @@ def ingest(
             in_flight.append(decoded)
             if len(in_flight) >= _DEPTH:
                 store_oldest()
-            seen += len(chunk)
-            if progress is not None:
-                progress(seen)
         while in_flight:
             store_oldest()
     finally:

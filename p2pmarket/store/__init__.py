@@ -5,7 +5,6 @@ from __future__ import annotations
 from p2pmarket.store.listings import Change as Change
 from p2pmarket.store.listings import ListingStore as ListingStore
 from p2pmarket.store.listings import Outcome as Outcome
-from p2pmarket.store.search import SORTS as SORTS
 from p2pmarket.store.search import Page as Page
 from p2pmarket.store.search import Query as Query
 from p2pmarket.store.search import Sort as Sort

@@ -74,7 +74,3 @@ def expiry_bound(now: int) -> bytes:
 
 def u64(value: int) -> bytes:
     return _U64.pack(value)
-
-
-def read_u64(data: bytes, offset: int = 0) -> int:
-    return int(_U64.unpack_from(data, offset)[0])

@@ -29,8 +29,6 @@ from p2pmarket.store.terms import KIND_CODES, listing_terms
 from p2pmarket.text import tokens
 
 Sort = Literal["newest", "price", "-price"]
-SORTS: Final = ("newest", "price", "-price")
-MAX_LIMIT: Final = 1000
 # A prefix that matches more distinct terms than this is checked per candidate.
 MAX_PREFIX_TERMS: Final = 256
 # Price sorts with words sort their matches in memory up to this many; past it they
