@@ -88,31 +88,11 @@ class Searcher:
             return Page([], more=False)
         cursors, check_prefix = plan
         check = _SummaryCheck(query, now)
-        if query.sort != "newest" and not cursors and check_prefix is None:
-            hits = list(islice(self._by_price(query, check), want + 1))
-        else:
+        if query.sort == "newest":
             matches = self._matches(cursors, check_prefix, check)
-            if query.sort == "newest":
-                hits = [sfx for sfx, _ in islice(matches, want + 1)]
-            else:
-                descending = query.sort == "-price"
-                found = list(islice(matches, MAX_SORTED_CANDIDATES + 1))
-                if len(found) <= MAX_SORTED_CANDIDATES:
-                    ordered = heapq.nsmallest(
-                        want + 1,
-                        found,
-                        key=lambda m: (m[1][1], -m[1][0] if descending else m[1][0], m[0]),
-                    )
-                    hits = [sfx for sfx, _ in ordered]
-                else:
-                    # Too many matches to sort in memory: walk the price index in
-                    # order and keep the listings that every term holds.
-                    def accept(sfx: bytes) -> bool:
-                        return all(c.contains(sfx) for c in cursors) and (
-                            check_prefix is None or self._has_prefix(sfx, check_prefix)
-                        )
-
-                    hits = list(islice(self._by_price(query, check, accept), want + 1))
+            hits = [sfx for sfx, _ in islice(matches, want + 1)]
+        else:
+            hits = self._price_sorted(query, cursors, check_prefix, check, want + 1)
         listings = []
         for sfx in hits[query.offset : want]:
             raw = self._db.get(layout.RECORD + layout.suffix_id(sfx))
@@ -121,6 +101,32 @@ class Searcher:
                 if isinstance(record, Listing):
                     listings.append(record)
         return Page(listings, more=len(hits) > want)
+
+    def _price_sorted(
+        self,
+        query: Query,
+        cursors: list[Postings],
+        check_prefix: str | None,
+        check: _SummaryCheck,
+        count: int,
+    ) -> list[bytes]:
+        """The first ``count`` matches in (currency, price, newest) order."""
+        if not cursors and check_prefix is None:
+            return list(islice(self._by_price(query, check), count))
+        found = list(islice(self._matches(cursors, check_prefix, check), MAX_SORTED_CANDIDATES + 1))
+        if len(found) <= MAX_SORTED_CANDIDATES:
+            sign = -1 if query.sort == "-price" else 1
+            ordered = heapq.nsmallest(count, found, key=lambda m: (m[1][1], sign * m[1][0], m[0]))
+            return [sfx for sfx, _ in ordered]
+
+        # Too many matches to sort in memory: walk the price index in order and
+        # keep the listings that every term holds.
+        def accept(sfx: bytes) -> bool:
+            return all(c.contains(sfx) for c in cursors) and (
+                check_prefix is None or self._has_prefix(sfx, check_prefix)
+            )
+
+        return list(islice(self._by_price(query, check, accept), count))
 
     def _plan(self, query: Query) -> tuple[list[Postings], str | None] | None:
         """The cursors to join and a prefix to check per candidate; None if nothing
@@ -171,8 +177,8 @@ class Searcher:
         check: _SummaryCheck,
         accept: Callable[[bytes], bool] | None = None,
     ) -> Iterator[bytes]:
-        """Suffixes in (currency, price) order straight from the price index, for
-        price sorts with no words or terms to join."""
+        """Suffixes in (currency, price) order straight from the price index, each
+        passing the summary filters and ``accept`` (the terms, when there are any)."""
         db = self._db
         low = layout.u64(query.min_price or 0)
         high = layout.u64(query.max_price if query.max_price is not None else 2**64 - 1)
