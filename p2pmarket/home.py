@@ -5,6 +5,8 @@ A home holds everything one node owns::
     config.toml      optional settings (see Config)
     identity.key     the node's key file (0600)
     store/           the LevelDB store
+    peers            peers this node has connected to, redialled after a restart
+    node.sock        the running daemon's control socket (0600)
 
 Settings come from defaults, then ``config.toml``; the CLI applies its flags on top.
 """
@@ -19,6 +21,7 @@ from typing import Any
 
 from p2pmarket.errors import ConfigError, InvalidInput
 from p2pmarket.money import check_currency
+from p2pmarket.network.config import DEFAULT_LISTEN, NetworkConfig
 from p2pmarket.records import DAY, MAX_LIFETIME, MAX_LOCATION
 
 HOME_ENV = "P2PMARKET_HOME"
@@ -41,6 +44,10 @@ class Config:
     currency: str = "IDR"
     location: str = ""
     listing_days: int = 30
+    listen: tuple[str, ...] = DEFAULT_LISTEN  # multiaddrs the daemon listens on
+    bootstrap: tuple[str, ...] = ()  # multiaddrs (with /p2p/<id>) dialled at start
+    mdns: bool = True  # find peers on the local network
+    follow: tuple[str, ...] = ()  # categories to follow; empty means all
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any], origin: str) -> Config:
@@ -48,6 +55,14 @@ class Config:
         unknown = set(data) - known
         if unknown:
             raise ConfigError(f"{origin}: unknown setting {sorted(unknown)[0]!r}")
+        for key in ("listen", "bootstrap", "follow"):
+            value = data.get(key, ())
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{origin}: {key} must be a list of text")
+            if key in data:
+                data = {**data, key: tuple(value)}
+        if not isinstance(data.get("mdns", True), bool):
+            raise ConfigError(f"{origin}: mdns must be true or false")
         config = cls(**data)
         if not isinstance(config.currency, str):
             raise ConfigError(f'{origin}: currency must be text, e.g. "IDR"')
@@ -62,7 +77,20 @@ class Config:
         days = config.listing_days
         if type(days) is not int or not 1 <= days <= MAX_LIFETIME // DAY:
             raise ConfigError(f"{origin}: listing_days must be a whole number from 1 to 90")
-        return cls(check_currency(config.currency), config.location, days)
+        return cls(
+            check_currency(config.currency),
+            config.location,
+            days,
+            config.listen,
+            config.bootstrap,
+            config.mdns,
+            config.follow,
+        )
+
+    def network(self) -> NetworkConfig:
+        return NetworkConfig(
+            listen=self.listen, bootstrap=self.bootstrap, mdns=self.mdns, follow=self.follow
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +106,14 @@ class Home:
     @property
     def store_dir(self) -> Path:
         return self.root / "store"
+
+    @property
+    def peers_file(self) -> Path:
+        return self.root / "peers"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.root / "node.sock"
 
     @property
     def config_file(self) -> Path:

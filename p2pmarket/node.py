@@ -1,40 +1,61 @@
 """The Node: the one public face of p2pmarket for programs and for the CLI.
 
-A Node owns one home: its identity, its store and (from the networked release on)
+A Node owns one home: its identity, its store and, while :meth:`Node.run` runs,
 its connection to peers. Operations on the local cache are plain synchronous
 methods, because they never wait on anything but a local LevelDB write; they are
-safe to call from inside a trio task. The private key is unlocked lazily, on the
-first operation that signs, so reading and searching never ask for a passphrase.
+safe to call from inside a trio task, and while the network runs, a write also
+publishes. Operations that wait on peers (``fetch_listing``, ``connect``…) are
+``async``. The private key is unlocked lazily, on the first operation that signs,
+so reading and searching never ask for a passphrase.
 
     with Node.open("~/market", passphrase="…") as node:
         listing = node.create_listing(title="Sepeda lipat", price=150_000_000,
                                       currency="IDR", category="vehicles/bicycles")
         page = node.search("sepeda")
+
+    async with open_node("~/market", network=NetworkConfig()) as node:
+        async with node.events() as events:
+            async for event in events: ...
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from p2pmarket import records
 from p2pmarket.crypto.keystore import KeyFile, read_key_file, seal, write_key_file
-from p2pmarket.crypto.peer_id import peer_id_from_public_key
-from p2pmarket.errors import IdentityError, InvalidInput, NotFound, P2PMarketError
+from p2pmarket.crypto.peer_id import peer_id_from_public_key, public_key_from_peer_id
+from p2pmarket.errors import IdentityError, InvalidInput, InvalidRecord, NotFound, P2PMarketError
+from p2pmarket.events import (
+    Event,
+    ListingAdded,
+    ListingUpdated,
+    ListingWithdrawn,
+    NodeStatus,
+    PeerInfo,
+    ProfileUpdated,
+    Source,
+)
 from p2pmarket.home import Config, Home, default_home
 from p2pmarket.money import MAX_MINOR_UNITS
-from p2pmarket.records import CATEGORY_RE, DAY, Kind, Listing, Profile, Tombstone
-from p2pmarket.store import ListingStore, Page, Query, Sort
+from p2pmarket.network.config import NetworkConfig, Verdict
+from p2pmarket.records import CATEGORY_RE, DAY, Catalogue, Kind, Listing, Profile, Tombstone
+from p2pmarket.store import ListingStore, Outcome, Page, Query, Sort
 from p2pmarket.text import tokens
 
 if TYPE_CHECKING:
+    import trio
+
     from p2pmarket.crypto.signing import Signer
     from p2pmarket.ingest import IngestReport
+    from p2pmarket.network.service import Network
 
 Passphrase = str | Callable[[], str] | None
 # Deep pages are read through from the start; past this, narrow the search instead.
@@ -43,6 +64,16 @@ MAX_OFFSET = 100_000
 _GC_STEP = 1000
 _R = TypeVar("_R", Listing, Tombstone, Profile)
 Clock = Callable[[], float]
+# Events an embedder has not read yet; past this, new ones are dropped for it.
+EVENT_BUFFER = 1000
+# Listings fetched at once when reading a seller's catalogue from the DHT.
+_FETCH_CONCURRENCY = 8
+# A burst of our own changes is put in the DHT as one catalogue after this pause.
+_CATALOGUE_DELAY = 1.0
+
+
+class OfflineError(P2PMarketError):
+    """An operation needs the network, and this node is not running it."""
 
 
 def _resolve_home(home: str | os.PathLike[str] | None) -> Home:
@@ -95,6 +126,12 @@ class Node:
         self._passphrase = passphrase
         self._signer: Signer | None = None
         self._clock = clock
+        self._network: Network | None = None
+        self._run_scope: trio.CancelScope | None = None
+        self._subscribers: list[trio.MemorySendChannel[Event]] = []
+        self._catalogue_due: trio.Event | None = None
+        self._catalogue_seq = 0
+        self.dropped_events = 0
 
     @classmethod
     def open(
@@ -250,15 +287,44 @@ class Node:
             # shorten the lifetime); none can outlive now + the maximum lifetime.
             expires=now + records.MAX_LIFETIME,
         )
-        return self._publish(draft)
+        return self._publish(draft, category=current.category)
 
-    def _publish(self, draft: _R) -> _R:
+    def _publish(self, draft: _R, *, category: str | None = None) -> _R:
         signed = records.sign(draft, self._signer_or_unlock().sign)
-        self.store.put(signed, sync=True)
+        outcome = self.store.put(signed, sync=True)
         # Writers tidy up as they go (a bounded step); reads never write, so that
         # search stays fast and works on a store it may not write to.
         self.store.collect_expired(self.now(), limit=_GC_STEP)
+        self._announce(signed, outcome, "local", category)
         return signed
+
+    def _announce(
+        self,
+        record: Listing | Tombstone | Profile,
+        outcome: Outcome,
+        source: Source,
+        category: str | None = None,
+    ) -> None:
+        """Tell subscribers about a stored record; gossip it if it is ours and new."""
+        if not outcome.stored:
+            return
+        self._emit(_event(record, outcome, source))
+        network = self._network
+        if network is None or source != "local":
+            return
+        from p2pmarket.network import topics
+        from p2pmarket.network.dht import listing_key
+
+        data = records.encode(record)
+        if isinstance(record, Profile):
+            network.publish(data, [topics.PROFILES], None)
+            return
+        topic_ids = topics.listing_topics(
+            record.category if isinstance(record, Listing) else category or "other"
+        )
+        network.publish(data, topic_ids, listing_key(record.id))
+        if self._catalogue_due is not None:
+            self._catalogue_due.set()
 
     def _own_listing(self, listing_id: bytes | str) -> Listing:
         listing = self.get_listing(listing_id)
@@ -371,6 +437,224 @@ class Node:
 
         return ingest(self.store, items, self.now(), own_key=self.public_key)
 
+    # -- the network ---------------------------------------------------------
+
+    def network_config(self) -> NetworkConfig:
+        """The network settings of this home (config.toml); the CLI overrides them."""
+        return self.config.network()
+
+    @property
+    def online(self) -> bool:
+        return self._network is not None and self._network.running
+
+    def _require_network(self) -> Network:
+        if self._network is None or not self._network.running:
+            raise OfflineError(
+                "this node is not connected to the network: run it with "
+                "`await nursery.start(node.run)` (the CLI: start `p2pmarket daemon`)"
+            )
+        return self._network
+
+    async def run(
+        self,
+        config: NetworkConfig | None = None,
+        *,
+        task_status: Any = None,
+    ) -> None:
+        """Join the network and serve it until cancelled or :meth:`stop` is called.
+
+        Runs in the caller's nursery: ``await nursery.start(node.run)`` returns once
+        the node listens. Writes made meanwhile are also published."""
+        import trio
+
+        from p2pmarket.network.service import Network
+
+        if self._network is not None:
+            raise P2PMarketError("this node's network is already running")
+        signer = self._signer_or_unlock()
+        network = Network(
+            signer.seed(),
+            config or self.network_config(),
+            accept=self._accept_remote,
+            on_event=self._emit,
+            peerbook=self.home.peers_file,
+            now=self.now,
+        )
+        with trio.CancelScope() as scope:
+            self._run_scope = scope
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(network.run)
+                    self._network = network
+                    self._catalogue_due = trio.Event()
+                    nursery.start_soon(self._catalogue_loop)
+                    nursery.start_soon(self._announce_own)
+                    if task_status is not None:
+                        task_status.started()
+            finally:
+                self._network = None
+                self._catalogue_due = None
+                self._run_scope = None
+
+    def stop(self) -> None:
+        """Leave the network: :meth:`run` returns (connections are closed)."""
+        if self._run_scope is not None:
+            self._run_scope.cancel()
+
+    def _accept_remote(self, data: bytes, source: str) -> Verdict:
+        """A record from a peer: valid and newer → stored (ACCEPT); valid but not
+        newer → IGNORE; anything invalid → REJECT. Shared by gossip and the DHT."""
+        try:
+            record = records.validate(data, self.now())
+        except InvalidRecord:
+            return Verdict.REJECT
+        outcome = self.store.put(record)
+        if not outcome.stored:
+            return Verdict.IGNORE
+        self._announce(record, outcome, "dht" if source == "dht" else "gossip")
+        return Verdict.ACCEPT
+
+    async def _announce_own(self) -> None:
+        """On start, put our live listings and catalogue in the DHT again: DHT
+        records held by peers are lost when those peers restart."""
+        from p2pmarket.network.dht import listing_key
+
+        network = self._require_network()
+        for listing in self.my_listings():
+            network.put_dht(listing_key(listing.id), records.encode(listing))
+        if self._catalogue_due is not None:
+            self._catalogue_due.set()
+
+    async def _catalogue_loop(self) -> None:
+        import trio
+
+        while self._catalogue_due is not None:
+            await self._catalogue_due.wait()
+            await trio.sleep(_CATALOGUE_DELAY)  # one put for a burst of changes
+            if self._catalogue_due is None:
+                return
+            self._catalogue_due = trio.Event()
+            self._put_catalogue()
+
+    def _put_catalogue(self) -> None:
+        from p2pmarket.network.dht import catalogue_key
+
+        network = self._require_network()
+        now = self.now()
+        mine = self.my_listings()[: records.MAX_CATALOGUE]
+        self._catalogue_seq = max(self._catalogue_seq + 1, int(self._clock() * 1000))
+        catalogue = records.sign(
+            Catalogue(
+                seller=self.public_key,
+                seq=self._catalogue_seq,
+                items=tuple((listing.id, listing.seq) for listing in mine),
+                created=now,
+            ),
+            self._signer_or_unlock().sign,
+        )
+        network.put_dht(catalogue_key(self.public_key), records.encode(catalogue))
+
+    @asynccontextmanager
+    async def events(
+        self, buffer: int = EVENT_BUFFER
+    ) -> AsyncIterator[trio.MemoryReceiveChannel[Event]]:
+        """``async with node.events() as events: async for event in events``.
+
+        Each subscriber has its own buffer; a subscriber that falls ``buffer``
+        events behind misses the newer ones (counted in ``dropped_events``) rather
+        than slowing the node down."""
+        import trio
+
+        send, receive = trio.open_memory_channel[Event](buffer)
+        self._subscribers.append(send)
+        try:
+            async with receive:
+                yield receive
+        finally:
+            self._subscribers.remove(send)
+            send.close()
+
+    def _emit(self, event: Event) -> None:
+        import trio
+
+        for send in list(self._subscribers):
+            try:
+                send.send_nowait(event)
+            except trio.WouldBlock:
+                self.dropped_events += 1
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._subscribers.remove(send)
+
+    async def connect(self, address: str) -> PeerInfo:
+        """Connect to a peer at a multiaddr ending in ``/p2p/<peer id>``."""
+        return await self._require_network().connect(address)
+
+    def peers(self) -> list[PeerInfo]:
+        return self._require_network().peers()
+
+    def status(self) -> NodeStatus:
+        network = self._network
+        if network is None or not network.running:
+            return NodeStatus(self.peer_id, False, cached_listings=self.store.listing_count)
+        return NodeStatus(
+            peer_id=self.peer_id,
+            online=True,
+            addresses=network.addresses(),
+            peers=len(network.host.get_connected_peers()),
+            cached_listings=self.store.listing_count,
+            topics=network.topics,
+            started=network.started,
+            extra={**network.counters, "dropped_events": self.dropped_events},
+        )
+
+    async def fetch_listing(self, listing_id: bytes | str) -> Listing:
+        """Look a listing up in the DHT, keep it in the cache, and return it."""
+        from p2pmarket.network.dht import listing_key
+
+        raw_id = records.parse_id(listing_id) if isinstance(listing_id, str) else listing_id
+        network = self._require_network()
+        data = await network.get_dht(listing_key(raw_id))
+        if data is None:
+            raise NotFound(f"no peer has listing {records.format_id(raw_id)} in the DHT")
+        if self._accept_remote(data, "dht") is Verdict.REJECT:
+            raise NotFound(f"the DHT returned an invalid record for {records.format_id(raw_id)}")
+        return self.get_listing(raw_id)
+
+    async def fetch_seller(self, seller: bytes | str) -> list[Listing]:
+        """Read a seller's catalogue from the DHT, fetch the listings we lack or
+        hold in an older version, and return the seller's live listings."""
+        import trio
+
+        from p2pmarket.network.dht import catalogue_key
+
+        key = public_key_from_peer_id(seller) if isinstance(seller, str) else seller
+        network = self._require_network()
+        data = await network.get_dht(catalogue_key(key))
+        if data is None:
+            raise NotFound(f"no catalogue for seller {peer_id_from_public_key(key)} in the DHT")
+        try:
+            catalogue = records.validate_catalogue(data, self.now())
+        except InvalidRecord:
+            raise NotFound("the DHT returned an invalid catalogue for that seller") from None
+        now = self.now()
+        wanted = []
+        for listing_id, seq in catalogue.items:
+            cached = self.store.get(listing_id, now)
+            if cached is None or cached.seq < seq:
+                wanted.append(listing_id)
+        limiter = trio.CapacityLimiter(_FETCH_CONCURRENCY)
+
+        async def fetch(listing_id: bytes) -> None:
+            async with limiter:
+                # NotFound: withdrawn or gone since the catalogue was signed.
+                with contextlib.suppress(NotFound):
+                    await self.fetch_listing(listing_id)
+
+        async with trio.open_nursery() as nursery:
+            for listing_id in wanted:
+                nursery.start_soon(fetch, listing_id)
+        return self.store.by_seller(key, self.now())
+
     def profile(self, owner: bytes | None = None) -> Profile | None:
         return self.store.get_profile(owner or self.public_key)
 
@@ -397,16 +681,36 @@ async def open_node(
     *,
     passphrase: Passphrase = None,
     clock: Clock = time.time,
+    network: NetworkConfig | None = None,
 ) -> AsyncIterator[Node]:
     """Open a node for use inside a trio program: ``async with open_node(home) as node``.
 
+    With ``network`` the node also joins the network for the duration of the block.
     The node is closed when the block exits, also on error or cancellation.
     """
+    import trio
+
     node = Node.open(home, passphrase=passphrase, clock=clock)
     try:
-        yield node
+        if network is None:
+            yield node
+        else:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(node.run, network)
+                yield node
+                node.stop()
     finally:
         node.close()
+
+
+def _event(record: Listing | Tombstone | Profile, outcome: Outcome, source: Source) -> Event:
+    if isinstance(record, Profile):
+        return ProfileUpdated(record, source)
+    if isinstance(record, Tombstone):
+        return ListingWithdrawn(record, source)
+    if outcome is Outcome.ADDED:
+        return ListingAdded(record, source)
+    return ListingUpdated(record, source)
 
 
 def _lifetime(days: int) -> int:

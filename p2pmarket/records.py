@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal, TypeAlias, TypeVar
 
@@ -54,6 +54,7 @@ DOMAIN: Final = {
     "listing": b"p2pmarket/listing/v1\x00",
     "tombstone": b"p2pmarket/tombstone/v1\x00",
     "profile": b"p2pmarket/profile/v1\x00",
+    "catalogue": b"p2pmarket/catalogue/v1\x00",
 }
 _ID_DOMAIN: Final = b"p2pmarket/listing-id/v1\x00"
 
@@ -205,12 +206,40 @@ class Profile:
 
 Record: TypeAlias = Listing | Tombstone | Profile
 
+# A catalogue of ~22 bytes an entry fits 300 entries in one record; a seller with
+# more live listings publishes the 300 newest (the rest still travel by gossip).
+MAX_CATALOGUE: Final = 300
 
-def _type_name(record: Record) -> str:
+
+@dataclass(frozen=True, slots=True)
+class Catalogue:
+    """A seller's signed list of their live listings (id, seq), kept in the DHT under
+    their key so that a node that never saw the gossip can find them. A higher
+    ``seq`` replaces; it is the signing time in milliseconds, so it only grows."""
+
+    seller: bytes
+    seq: int
+    items: tuple[tuple[bytes, int], ...]
+    created: int
+    signature: bytes = b""
+    encoded: bytes = field(default=b"", compare=False, repr=False)
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "items": [[listing, seq] for listing, seq in self.items],
+            "seller": self.seller,
+            "seq": self.seq,
+            "ts": self.created,
+            "type": "catalogue",
+            "v": FORMAT_VERSION,
+        }
+
+
+def _type_name(record: Record | Catalogue) -> str:
     return record.fields()["type"]  # type: ignore[no-any-return]
 
 
-def author(record: Record) -> bytes:
+def author(record: Record | Catalogue) -> bytes:
     return record.owner if isinstance(record, Profile) else record.seller
 
 
@@ -226,24 +255,24 @@ def _pack(doc: dict[str, Any]) -> bytes:
     return data
 
 
-def _pack_signed(record: Record) -> bytes:
+def _pack_signed(record: Record | Catalogue) -> bytes:
     """The canonical encoding of the whole record: ``sig`` takes its place among
     the keys in ascending order, like every other key."""
     return _pack(dict(sorted({**record.fields(), "sig": record.signature}.items())))
 
 
-def signed_message(record: Record) -> bytes:
+def signed_message(record: Record | Catalogue) -> bytes:
     """The exact bytes the author signs: domain prefix + canonical fields without sig."""
     return DOMAIN[_type_name(record)] + _pack(record.fields())
 
 
-def encode(record: Record) -> bytes:
+def encode(record: Record | Catalogue) -> bytes:
     if record.encoded:
         return record.encoded
     return _pack_signed(record)
 
 
-_R = TypeVar("_R", Listing, Tombstone, Profile)
+_R = TypeVar("_R", Listing, Tombstone, Profile, Catalogue)
 
 
 def sign(record: _R, sign_fn: Callable[[bytes], bytes]) -> _R:
@@ -260,7 +289,7 @@ def sign(record: _R, sign_fn: Callable[[bytes], bytes]) -> _R:
             f"makes the record {len(data)} bytes, over the {MAX_RECORD_BYTES}-byte limit: "
             "shorten it",
         )
-    checked = decode(data, now=signed.created)
+    checked = _parse(data, signed.created, _ALL_CHECKERS)[0]
     assert type(checked) is type(record)
     return checked
 
@@ -347,6 +376,7 @@ _LISTING_KEYS: Final = frozenset(
 )
 _TOMBSTONE_KEYS: Final = frozenset("exp nonce seller seq sig ts type v".split())
 _PROFILE_KEYS: Final = frozenset("bio contacts loc name owner seq sig ts type v".split())
+_CATALOGUE_KEYS: Final = frozenset("items seller seq sig ts type v".split())
 
 
 def _listing(f: _Fields, now: int) -> Listing:
@@ -417,10 +447,45 @@ def _profile(f: _Fields, now: int) -> Profile:
     )
 
 
+def _catalogue(f: _Fields, now: int) -> Catalogue:
+    f.only(_CATALOGUE_KEYS)
+    created, _ = f.times(now, lifetime=False)
+    items = f.get("items")
+    if not isinstance(items, list) or len(items) > MAX_CATALOGUE:
+        raise f.fail("items", f"must be a list of at most {MAX_CATALOGUE} entries")
+    entries: list[tuple[bytes, int]] = []
+    for item in items:
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or not isinstance(item[0], bytes)
+            or len(item[0]) != 16
+            or type(item[1]) is not int
+            or not 1 <= item[1] <= MAX_SEQ
+        ):
+            raise f.fail("items", "each entry must be [16-byte listing id, seq]")
+        entries.append((item[0], item[1]))
+    if len({listing for listing, _ in entries}) != len(entries):
+        raise f.fail("items", "has duplicates")
+    return Catalogue(
+        seller=f.bytes_("seller", 32),
+        seq=f.int_("seq", 1, MAX_SEQ),
+        items=tuple(entries),
+        created=created,
+        signature=f.bytes_("sig", 64),
+        encoded=f.data,
+    )
+
+
+# Records the store keeps; a catalogue lives only in the DHT and has its own entry point.
 _CHECKERS: Final[dict[str, Callable[[_Fields, int], Record]]] = {
     "listing": _listing,
     "tombstone": _tombstone,
     "profile": _profile,
+}
+_ALL_CHECKERS: Final[dict[str, Callable[[_Fields, int], Record | Catalogue]]] = {
+    **_CHECKERS,
+    "catalogue": _catalogue,
 }
 
 
@@ -433,6 +498,14 @@ def decode(data: bytes, now: int) -> Record:
 
 
 def _decode(data: bytes, now: int) -> tuple[Record, dict[str, Any]]:
+    record, doc = _parse(data, now, _CHECKERS)
+    assert not isinstance(record, Catalogue)
+    return record, doc
+
+
+def _parse(
+    data: bytes, now: int, checkers: Mapping[str, Callable[[_Fields, int], Record | Catalogue]]
+) -> tuple[Record | Catalogue, dict[str, Any]]:
     if len(data) > MAX_RECORD_BYTES:
         raise InvalidRecord(
             None, f"the record is {len(data)} bytes; the limit is {MAX_RECORD_BYTES}"
@@ -446,9 +519,9 @@ def _decode(data: bytes, now: int) -> tuple[Record, dict[str, Any]]:
     if not isinstance(doc, dict):
         raise InvalidRecord(None, "a record must be a msgpack map")
     kind = doc.get("type")
-    if not isinstance(kind, str) or kind not in _CHECKERS:
+    if not isinstance(kind, str) or kind not in checkers:
         raise InvalidRecord("type", f"unknown record type {kind!r}")
-    checker = _CHECKERS[kind]
+    checker = checkers[kind]
     # type() and not ==: msgpack's true equals 1 in Python.
     if type(doc.get("v")) is not int or doc["v"] != FORMAT_VERSION:
         raise InvalidRecord(f"{kind}.v", f"unsupported format version {doc.get('v')!r}")
@@ -478,6 +551,17 @@ def validate(data: bytes, now: int) -> Record:
     record = decode(data, now)
     if not verify(author(record), signed_message(record), record.signature):
         raise InvalidRecord("sig", f"the {_type_name(record)}'s signature does not verify")
+    return record
+
+
+def validate_catalogue(data: bytes, now: int) -> Catalogue:
+    """Decode a seller's catalogue and check every rule, the signature included."""
+    from p2pmarket.crypto.signing import verify
+
+    record = _parse(data, now, {"catalogue": _catalogue})[0]
+    assert isinstance(record, Catalogue)
+    if not verify(record.seller, signed_message(record), record.signature):
+        raise InvalidRecord("sig", "the catalogue's signature does not verify")
     return record
 
 

@@ -1,0 +1,38 @@
+"""Network settings and the verdicts the node gives on incoming records.
+
+Pure data without libp2p, so that the CLI and the config file can build a
+:class:`NetworkConfig` without paying for the libp2p import.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Final
+
+DEFAULT_PORT: Final = 4690
+DEFAULT_LISTEN: Final = (f"/ip4/0.0.0.0/tcp/{DEFAULT_PORT}",)
+
+
+class Verdict(enum.Enum):
+    """What the node made of a record a peer sent."""
+
+    ACCEPT = "accept"  # valid and newer: stored, and forwarded on gossip
+    IGNORE = "ignore"  # valid but not newer than what we hold (a duplicate or a replay)
+    REJECT = "reject"  # invalid: dropped, and the sender is penalised
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkConfig:
+    """How a node joins the network. ``follow`` empty means every category."""
+
+    listen: tuple[str, ...] = DEFAULT_LISTEN
+    bootstrap: tuple[str, ...] = ()
+    mdns: bool = True
+    follow: tuple[str, ...] = ()
+    heartbeat: float = 1.0  # GossipSub heartbeat, seconds (py-libp2p's default is 120)
+    rate: float = 100.0  # gossip records a second one peer may send us…
+    burst: float = 1000.0  # …with bursts up to this many
+    dht_server: bool = True
+    connect_timeout: float = 10.0
+    dht_timeout: float = 20.0

@@ -1,0 +1,481 @@
+"""The libp2p side of a running node: host, GossipSub, Kademlia DHT and peers.
+
+:class:`Network` knows nothing of the store. The node gives it two callbacks:
+``accept(data, source)`` validates a record and keeps it if it is newer (it
+returns a :class:`Verdict`), and ``on_event`` receives peer events. Gossip is
+validated *inside* GossipSub's validator, so a record is checked and stored
+before it is forwarded, and an invalid one is never forwarded and counts against
+its sender in GossipSub's peer score. Our subscriptions are only drained: with
+py-libp2p 0.8.1 their 32-message queues drop bursts, so nothing depends on them.
+
+Every libp2p call that can wait on a peer runs under a deadline (py-libp2p 0.8.1
+can hang on a failed stream under load), and DHT work never runs on the gossip
+path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+import multiaddr  # type: ignore[import-untyped]
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo as Libp2pPeerInfo
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.score import ScoreParams, TopicScoreParams
+from libp2p.records.validator import NamespacedValidator
+from libp2p.tools.anyio_service import background_trio_service
+
+from p2pmarket.errors import InvalidInput, P2PMarketError
+from p2pmarket.events import Event, PeerConnected, PeerDisconnected, PeerInfo
+from p2pmarket.network import _libp2p_fixes, topics
+from p2pmarket.network.config import NetworkConfig, Verdict
+from p2pmarket.network.dht import (
+    CATALOGUE_NS,
+    LISTING_NS,
+    CatalogueValidator,
+    ListingValidator,
+)
+from p2pmarket.network.peerbook import PeerBook
+from p2pmarket.network.ratelimit import RateLimiter
+from p2pmarket.records import MAX_RECORD_BYTES
+
+log = logging.getLogger("p2pmarket.network")
+
+Accept = Callable[[bytes, str], Verdict]
+OUTBOX_SIZE: Final = 10_000
+MESH_WAIT: Final = 5.0  # how long a publish waits for a first mesh peer
+REDIAL_EVERY: Final = 5.0
+DHT_PUT_CONCURRENCY: Final = 4
+
+
+class NetworkError(P2PMarketError):
+    """A peer could not be reached, or the network is not running."""
+
+
+def _content_id(msg: rpc_pb2.Message) -> bytes:
+    """Message id = hash of the record: the same record reaching us from two
+    publishers (or on two topics) is seen, validated and forwarded once."""
+    return hashlib.blake2b(msg.data, digest_size=20).digest()
+
+
+def _score_params() -> ScoreParams:
+    # One invalid record costs 10 points; a peer that sent 5 recent ones is no
+    # longer accepted as a publisher, and the penalty decays each heartbeat.
+    return ScoreParams(
+        p4_invalid_messages=TopicScoreParams(weight=10.0, cap=1000.0, decay=0.99),
+        publish_threshold=-50.0,
+        gossip_threshold=-30.0,
+        graylist_threshold=-80.0,
+    )
+
+
+def parse_peer_address(text: str) -> Libp2pPeerInfo:
+    """A multiaddr that ends in ``/p2p/<peer id>``, or InvalidInput saying what is wrong."""
+    try:
+        addr = multiaddr.Multiaddr(text.strip())
+    except Exception as exc:  # multiaddr raises many types for bad text
+        raise InvalidInput(f"{text!r} is not a multiaddr ({exc})") from None
+    try:
+        return info_from_p2p_addr(addr)
+    except Exception:
+        raise InvalidInput(
+            f"{text!r} has no peer id: give the full address, ending in /p2p/12D3KooW…"
+        ) from None
+
+
+def _dialable(addr: str) -> list[str]:
+    """Turn a wildcard listen address into ones a peer could dial (loopback + LAN)."""
+    for wildcard in ("/ip4/0.0.0.0/", "/ip6/::/"):
+        if addr.startswith(wildcard):
+            family = "ip4" if wildcard.startswith("/ip4") else "ip6"
+            rest = addr[len(wildcard) :]
+            hosts = ["127.0.0.1"] if family == "ip4" else ["::1"]
+            if family == "ip4":
+                lan = _lan_address()
+                if lan:
+                    hosts.append(lan)
+            return [f"/{family}/{h}/{rest}" for h in hosts]
+    return [addr]
+
+
+def _lan_address() -> str | None:
+    """The address of the interface with the default route (no packet is sent)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: routing lookup only
+            address: str = probe.getsockname()[0]
+    except OSError:
+        return None
+    return None if ipaddress.ip_address(address).is_loopback else address
+
+
+class _Notifee(INotifee):
+    """Forwards connection events from the swarm to the network's own task."""
+
+    def __init__(self, send: trio.MemorySendChannel[tuple[bool, INetConn]]) -> None:
+        self._send = send
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        self._send.send_nowait((True, conn))
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        self._send.send_nowait((False, conn))
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        pass
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        pass
+
+
+class Network:
+    """One libp2p host with our gossip topics and DHT namespaces. Run with
+    ``await nursery.start(network.run)``; cancel the nursery to stop."""
+
+    def __init__(
+        self,
+        seed: bytes,
+        config: NetworkConfig,
+        *,
+        accept: Accept,
+        on_event: Callable[[Event], None],
+        peerbook: Path,
+        now: Callable[[], int],
+    ) -> None:
+        self.config = config
+        self._seed = seed
+        self._accept = accept
+        self._on_event = on_event
+        self._now = now
+        self._book = PeerBook.load(peerbook)
+        self._limiter = RateLimiter(config.rate, config.burst, time.monotonic)
+        self._topics = topics.subscriptions(config.follow)
+        self._listen = [self._parse_listen(a) for a in config.listen]
+        self._host: IHost | None = None
+        self._pubsub: Pubsub | None = None
+        self._gossipsub: GossipSub | None = None
+        self._dht: KadDHT | None = None
+        self._nursery: trio.Nursery | None = None
+        self._outbox_send, self._outbox_recv = trio.open_memory_channel[tuple[bytes, list[str]]](
+            OUTBOX_SIZE
+        )
+        self._dht_send, self._dht_recv = trio.open_memory_channel[tuple[str, bytes]](OUTBOX_SIZE)
+        self.started = 0
+        self.counters: dict[str, int] = {
+            "gossip_accepted": 0,
+            "gossip_ignored": 0,
+            "gossip_rejected": 0,
+            "rate_limited": 0,
+            "dht_puts": 0,
+            "dht_put_failures": 0,
+        }
+
+    @staticmethod
+    def _parse_listen(text: str) -> multiaddr.Multiaddr:
+        try:
+            addr = multiaddr.Multiaddr(text)
+        except Exception as exc:
+            raise InvalidInput(f"listen address {text!r} is not a multiaddr ({exc})") from None
+        if "/tcp/" not in str(addr):
+            raise InvalidInput(f"listen address {text!r} must be TCP, e.g. /ip4/0.0.0.0/tcp/4690")
+        return addr
+
+    # -- lifecycle ---------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._nursery is not None
+
+    @property
+    def host(self) -> IHost:
+        if self._host is None or self._nursery is None:
+            raise NetworkError("the network is not running")
+        return self._host
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        _libp2p_fixes.apply()
+        config = self.config
+        host = new_host(
+            key_pair=create_new_key_pair(self._seed),
+            listen_addrs=self._listen,
+            enable_mDNS=config.mdns,
+            muxer_preference="YAMUX",
+        )
+        gossipsub = GossipSub(
+            protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID],
+            degree=6,
+            degree_low=4,
+            degree_high=12,
+            heartbeat_interval=config.heartbeat,  # type: ignore[arg-type]
+            heartbeat_initial_delay=0.1,
+            score_params=_score_params(),
+            spam_protection_enabled=False,  # see ratelimit.py
+        )
+        pubsub = Pubsub(host, gossipsub, msg_id_constructor=_content_id, strict_signing=True)
+        dht = KadDHT(
+            host,
+            DHTMode.SERVER if config.dht_server else DHTMode.CLIENT,
+            validator=NamespacedValidator(
+                {
+                    LISTING_NS: ListingValidator(self._now),
+                    CATALOGUE_NS: CatalogueValidator(self._now),
+                }
+            ),
+            validator_changed=True,
+            enable_random_walk=False,
+        )
+        conn_send, conn_recv = trio.open_memory_channel[tuple[bool, INetConn]](1000)
+        host.get_network().register_notifee(_Notifee(conn_send))
+        try:
+            async with (
+                host.run(self._listen),
+                background_trio_service(pubsub),
+                background_trio_service(gossipsub),
+                background_trio_service(dht),
+                trio.open_nursery() as nursery,
+            ):
+                self._host, self._pubsub, self._gossipsub, self._dht = host, pubsub, gossipsub, dht
+                await pubsub.wait_until_ready()
+                for topic in self._topics:
+                    pubsub.set_topic_validator(topic, self._validator(topic), False)
+                    subscription = await pubsub.subscribe(topic)
+                    nursery.start_soon(self._drain, subscription)
+                nursery.start_soon(self._connections, conn_recv)
+                nursery.start_soon(self._outbox)
+                for _ in range(DHT_PUT_CONCURRENCY):
+                    nursery.start_soon(self._dht_putter)
+                self._nursery = nursery
+                self.started = self._now()
+                for address in config.bootstrap:
+                    nursery.start_soon(self._dial_quietly, address)
+                nursery.start_soon(self._redial)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+            self._book.save()
+
+    # -- gossip ------------------------------------------------------------
+
+    def _validator(self, topic: str) -> Callable[[ID, rpc_pb2.Message], bool]:
+        def validate(forwarder: ID, msg: rpc_pb2.Message) -> bool:
+            if forwarder == self.host.get_id():
+                return True  # our own record: the node stored it before publishing
+            sender = forwarder.to_base58()
+            if not self._limiter.allow(sender):
+                self.counters["rate_limited"] += 1
+                return False
+            if len(msg.data) > MAX_RECORD_BYTES:
+                self.counters["gossip_rejected"] += 1
+                return False
+            try:
+                verdict = self._accept(bytes(msg.data), "gossip")
+            except Exception:  # a bug must not let a record through, nor crash pubsub
+                log.exception("accepting a gossip record failed")
+                verdict = Verdict.REJECT
+            self.counters[f"gossip_{verdict.value}ed"] += 1
+            if verdict is Verdict.REJECT:
+                log.info("dropped an invalid record from %s on %s", sender, topic)
+            # A stale or duplicate record is not forwarded either (False), at the
+            # price of a small, decaying score penalty for its sender.
+            return verdict is Verdict.ACCEPT
+
+        return validate
+
+    @staticmethod
+    async def _drain(subscription: Any) -> None:
+        """Empty a subscription queue: records were handled by the validator."""
+        while True:
+            await subscription.get()
+
+    def publish(self, data: bytes, topic_ids: list[str], dht_key: str | None) -> None:
+        """Queue a record for gossip (and a DHT put); returns at once."""
+        if not self.running:
+            return
+        try:
+            self._outbox_send.send_nowait((data, topic_ids))
+            if dht_key is not None:
+                self._dht_send.send_nowait((dht_key, data))
+        except trio.WouldBlock:
+            log.warning("the publish queue is full; a record will reach peers by sync")
+
+    def put_dht(self, key: str, value: bytes) -> None:
+        if self.running:
+            try:
+                self._dht_send.send_nowait((key, value))
+            except trio.WouldBlock:
+                log.warning("the DHT queue is full; dropped a put of %s", key)
+
+    async def _outbox(self) -> None:
+        assert self._pubsub is not None and self._gossipsub is not None
+        async for data, topic_ids in self._outbox_recv:
+            # py-libp2p publishes to mesh peers only: give a fresh mesh a moment.
+            with trio.move_on_after(MESH_WAIT):
+                while not any(self._gossipsub.mesh.get(t) for t in topic_ids):
+                    if not self.host.get_connected_peers():
+                        break
+                    await trio.sleep(0.05)
+            try:
+                with trio.move_on_after(10):
+                    await self._pubsub.publish(topic_ids, data)
+            except Exception:
+                log.exception("publishing a record failed")
+
+    async def _dht_putter(self) -> None:
+        assert self._dht is not None
+        async for key, value in self._dht_recv:
+            try:
+                with trio.move_on_after(self.config.dht_timeout):
+                    await self._dht.put_value(key, value)
+                self.counters["dht_puts"] += 1
+            except Exception as exc:
+                self.counters["dht_put_failures"] += 1
+                log.info("DHT put of %s failed: %s", key, exc)
+
+    # -- DHT ---------------------------------------------------------------
+
+    async def get_dht(self, key: str) -> bytes | None:
+        """The best value under ``key`` from the network (or our own DHT store)."""
+        dht = self._dht
+        if dht is None or not self.running:
+            raise NetworkError("the network is not running")
+        with trio.move_on_after(self.config.dht_timeout):
+            try:
+                value: bytes | None = await dht.get_value(key, quorum=1)
+            except Exception as exc:
+                log.info("DHT get of %s failed: %s", key, exc)
+                return None
+            return value
+        return None
+
+    # -- peers -------------------------------------------------------------
+
+    async def connect(self, address: str) -> PeerInfo:
+        info = parse_peer_address(address)
+        host = self.host
+        if info.peer_id == host.get_id():
+            raise InvalidInput("that address is this node itself")
+        try:
+            with trio.fail_after(self.config.connect_timeout):
+                await host.connect(info)
+        except trio.TooSlowError:
+            raise NetworkError(
+                f"could not reach {info.peer_id} within {self.config.connect_timeout:g} s"
+            ) from None
+        except Exception as exc:
+            raise NetworkError(f"could not connect to {address}: {_reason(exc)}") from None
+        return self._peer_info(info.peer_id)
+
+    async def _dial_quietly(self, address: str) -> None:
+        try:
+            await self.connect(address)
+        except P2PMarketError as exc:
+            log.warning("bootstrap %s: %s", address, exc)
+
+    async def _redial(self) -> None:
+        """Dial known peers we are not connected to, each on its own backoff."""
+        host = self.host
+        while True:
+            connected = {p.to_base58() for p in host.get_connected_peers()}
+            for peer in self._book.due(time.time(), connected)[:8]:
+                addrs = [a if "/p2p/" in a else f"{a}/p2p/{peer.peer_id}" for a in peer.addrs]
+                try:
+                    await self.connect(addrs[0])
+                except P2PMarketError:
+                    self._book.failed(peer.peer_id, time.time())
+            self._book.save()
+            await trio.sleep(REDIAL_EVERY)
+
+    async def _connections(self, events: trio.MemoryReceiveChannel[tuple[bool, INetConn]]) -> None:
+        async for is_open, conn in events:
+            peer = conn.muxed_conn.peer_id
+            peer_id = peer.to_base58()
+            if is_open:
+                addrs = [str(a) for a in conn.get_transport_addresses()]
+                if self._dht is not None:
+                    # KadDHT does not learn the peers we connect to by itself.
+                    self._nursery_start(self._add_to_dht, peer)
+                if str(getattr(conn, "direction", "")).lower().endswith("outbound"):
+                    self._book.seen(peer_id, addrs, time.time())
+                if len(self.host.get_network().get_connections(peer)) == 1:
+                    self._on_event(PeerConnected(peer_id, addrs[0] if addrs else ""))
+            elif not self.host.get_network().get_connections(peer):
+                self._limiter.forget(peer_id)
+                self._on_event(PeerDisconnected(peer_id))
+
+    def _nursery_start(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(fn, *args)
+
+    async def _add_to_dht(self, peer: ID) -> None:
+        assert self._dht is not None
+        with trio.move_on_after(5):
+            try:
+                await self._dht.add_peer(peer, skip_server_mode_check=True)
+            except Exception as exc:
+                log.debug("adding %s to the routing table failed: %s", peer, exc)
+
+    def _peer_info(self, peer: ID) -> PeerInfo:
+        conns = self.host.get_network().get_connections(peer)
+        addrs = tuple(str(a) for c in conns for a in c.get_transport_addresses())
+        direction = "unknown"
+        if conns:
+            text = str(getattr(conns[0], "direction", "")).lower()
+            direction = (
+                "outbound" if "outbound" in text else "inbound" if "inbound" in text else direction
+            )
+        return PeerInfo(peer.to_base58(), addrs, direction)  # type: ignore[arg-type]
+
+    def peers(self) -> list[PeerInfo]:
+        return [self._peer_info(p) for p in self.host.get_connected_peers()]
+
+    def addresses(self) -> tuple[str, ...]:
+        """Where peers can reach us: full multiaddrs with our peer id."""
+        if not self.running:
+            return ()
+        found: list[str] = []
+        for addr in self.host.get_addrs():
+            found.extend(_dialable(str(addr)))
+        return tuple(dict.fromkeys(found))
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        return tuple(self._topics)
+
+    def peer_score(self, peer_id: str) -> float:
+        """GossipSub's score of a peer over our topics (negative: misbehaved)."""
+        scorer = getattr(self._gossipsub, "scorer", None)
+        if scorer is None:
+            return 0.0
+        return float(scorer.score(ID.from_base58(peer_id), list(self._topics)))
+
+
+def _reason(exc: BaseException) -> str:
+    """A one-line cause from libp2p's nested dial errors."""
+    seen = exc
+    while seen.__cause__ is not None or getattr(seen, "exceptions", None):
+        inner = getattr(seen, "exceptions", None)
+        seen = inner[0] if inner else seen.__cause__  # type: ignore[assignment]
+    text = str(seen).splitlines()[0] if str(seen) else type(seen).__name__
+    return text[:200]
