@@ -11,8 +11,8 @@ from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from libp2p.crypto.ed25519 import create_new_key_pair  # noqa: TID251 - the reference
-from libp2p.peer.id import ID  # noqa: TID251
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.peer.id import ID
 
 from p2pmarket.crypto.peer_id import peer_id_from_public_key, public_key_from_peer_id
 from p2pmarket.crypto.signing import Signer
