@@ -23,8 +23,12 @@ import typer
 from p2pmarket.errors import IdentityError, InvalidInput, P2PMarketError
 
 if TYPE_CHECKING:
+    from p2pmarket.home import Config
     from p2pmarket.node import Node
     from p2pmarket.records import Listing
+    from p2pmarket.rpc.client import Client
+
+    Backend = Node | Client
 
 PASSPHRASE_ENV = "P2PMARKET_PASSPHRASE"
 
@@ -104,10 +108,49 @@ def _ask_passphrase(*, confirm: bool = False) -> str:
     return secret
 
 
-def _open() -> Node:
-    from p2pmarket.node import Node
+def _open() -> Backend:
+    """The running daemon (through its control socket), else the home's store.
 
-    return Node.open(STATE.home, passphrase=_ask_passphrase)
+    While a daemon runs it holds the store, so every command goes through it,
+    and writes are published to peers as well as stored."""
+    from p2pmarket.node import Node
+    from p2pmarket.rpc.client import DaemonNotRunning
+
+    try:
+        return _daemon()
+    except DaemonNotRunning:
+        return Node.open(STATE.home, passphrase=_ask_passphrase)
+
+
+def _daemon() -> Client:
+    """A client of the home's daemon; DaemonNotRunning, in one line, when none runs."""
+    from p2pmarket.home import Home
+    from p2pmarket.rpc.client import Client, DaemonNotRunning
+
+    home = Home(_home_path())
+    try:
+        return Client.open(home.control_socket)
+    except DaemonNotRunning:
+        home.require()
+        raise DaemonNotRunning(
+            "this needs the network and the daemon is not running: "
+            "start it with `p2pmarket daemon` (in another terminal)"
+        ) from None
+
+
+def _config() -> Config:
+    from p2pmarket.home import Home
+
+    return Home(_home_path()).load_config()
+
+
+def _public_key() -> bytes:
+    from p2pmarket.crypto.keystore import read_key_file
+    from p2pmarket.home import Home
+
+    home = Home(_home_path())
+    home.require()
+    return read_key_file(home.key_file).public_key
 
 
 def _home_path() -> Path:
@@ -122,10 +165,10 @@ def _amount(text: str | None, currency: str) -> int | None:
     return None if text is None else parse_amount(text, currency)
 
 
-def _currency(node: Node, code: str | None) -> str:
+def _currency(code: str | None) -> str:
     from p2pmarket.money import check_currency
 
-    return check_currency(code) if code else node.config.currency
+    return check_currency(code) if code else _config().currency
 
 
 def _show_listing(listing: Listing, as_json: bool) -> None:
@@ -180,18 +223,23 @@ def init(
 @app.command("id")
 def show_id(as_json: JsonOpt = False) -> None:
     """Show this node's peer id (which is also its seller id)."""
-    with _open() as node:
-        if as_json:
-            _print_json(
-                {
-                    "peer_id": node.peer_id,
-                    "public_key": node.public_key.hex(),
-                    "home": str(node.home.root),
-                    "cached_listings": node.store.listing_count,
-                }
-            )
-        else:
-            typer.echo(node.peer_id)
+    from p2pmarket.crypto.peer_id import peer_id_from_public_key
+
+    public_key = _public_key()
+    peer_id = peer_id_from_public_key(public_key)
+    if as_json:
+        with _open() as node:
+            cached = node.status().cached_listings
+        _print_json(
+            {
+                "peer_id": peer_id,
+                "public_key": public_key.hex(),
+                "home": str(_home_path()),
+                "cached_listings": cached,
+            }
+        )
+    else:
+        typer.echo(peer_id)
 
 
 @identity_app.command("export")
@@ -291,7 +339,7 @@ def listing_create(
     from p2pmarket.records import format_id
 
     with _open() as node:
-        code = _currency(node, currency)
+        code = _currency(currency)
         listing = node.create_listing(
             title=title,
             price=_amount(price, code) or 0,
@@ -332,7 +380,7 @@ def listing_update(
 
     with _open() as node:
         current = node.get_listing(listing_id)
-        code = _currency(node, currency) if currency else current.currency
+        code = _currency(currency) if currency else current.currency
         listing = node.update_listing(
             listing_id,
             title=title,
@@ -468,8 +516,8 @@ def search(
     with _open() as node:
         code = currency
         if code is None and (min_price is not None or max_price is not None):
-            code = node.config.currency  # a price means nothing without its currency
-        code = _currency(node, code) if code else None
+            code = _config().currency  # a price means nothing without its currency
+        code = _currency(code) if code else None
         page = node.search(
             " ".join(words or []),
             kind=kind.value if kind else None,
@@ -529,8 +577,8 @@ def profile_show(
     from p2pmarket.display import profile_json
     from p2pmarket.errors import NotFound
 
+    owner = public_key_from_peer_id(peer_id) if peer_id else _public_key()
     with _open() as node:
-        owner = public_key_from_peer_id(peer_id) if peer_id else node.public_key
         profile = node.profile(owner)
     if profile is None:
         raise NotFound(f"no profile for {peer_id or 'you'} in the local cache")
@@ -543,6 +591,184 @@ def profile_show(
                 typer.echo(f"{key:9} {doc[key]}")
         for contact in doc["contacts"]:
             typer.echo(f"contact   {contact}")
+
+
+# -- the network -----------------------------------------------------------------
+
+
+@app.command()
+def daemon(
+    listen: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--listen",
+            help="Multiaddr to listen on; repeat for several. Default: config, "
+            "else /ip4/0.0.0.0/tcp/4690.",
+        ),
+    ] = None,
+    bootstrap: Annotated[
+        list[str] | None,
+        typer.Option("--bootstrap", help="Peer multiaddr (…/p2p/<id>) to dial at start; repeat."),
+    ] = None,
+    no_mdns: Annotated[
+        bool, typer.Option("--no-mdns", help="Do not look for peers on the local network.")
+    ] = False,
+    follow: Annotated[
+        list[str] | None,
+        typer.Option("--follow", help="Only receive listings of this category; repeat."),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log network activity.")] = False,
+) -> None:
+    """Run this node on the network in the foreground (Ctrl-C stops it)."""
+    import dataclasses
+    import logging
+    from functools import partial
+
+    import trio
+
+    from p2pmarket.daemon import run_daemon
+    from p2pmarket.network.service import parse_peer_address
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    if not verbose:
+        # py-libp2p logs expected network failures (dials, resets) as warnings.
+        logging.getLogger("libp2p").setLevel(logging.ERROR)
+    config = _config().network()
+    for address in bootstrap or ():
+        parse_peer_address(address)  # a bad address is a one-line error, before starting
+    config = dataclasses.replace(
+        config,
+        listen=tuple(listen) if listen else config.listen,
+        bootstrap=tuple(bootstrap) if bootstrap else config.bootstrap,
+        mdns=config.mdns and not no_mdns,
+        follow=tuple(follow) if follow else config.follow,
+    )
+
+    def ready(node: Node) -> None:
+        status = node.status()
+        typer.echo(f"p2pmarket daemon {status.peer_id}")
+        for address in status.addresses:
+            typer.echo(f"listening on {address}")
+        typer.echo(f"control socket {node.home.control_socket}")
+        typer.echo("press Ctrl-C to stop")
+
+    trio.run(partial(run_daemon, STATE.home, config, _ask_passphrase, ready=ready))
+    typer.echo("stopped")
+
+
+@app.command()
+def status(as_json: JsonOpt = False) -> None:
+    """Show this node: peer id, addresses, peers, cached listings (works offline)."""
+    import dataclasses
+
+    with _open() as node:
+        info = node.status()
+    if as_json:
+        _print_json(dataclasses.asdict(info))
+        return
+    typer.echo(f"peer id   {info.peer_id}")
+    if not info.online:
+        typer.echo("network   offline (the daemon is not running: `p2pmarket daemon`)")
+    else:
+        for address in info.addresses:
+            typer.echo(f"address   {address}")
+        typer.echo(f"peers     {info.peers}")
+        typer.echo(f"topics    {', '.join(info.topics)}")
+        typer.echo(f"sync      {info.sync}")
+    typer.echo(f"listings  {info.cached_listings} cached")
+
+
+@app.command()
+def peers(as_json: JsonOpt = False) -> None:
+    """List the peers the daemon is connected to."""
+    import dataclasses
+
+    with _daemon() as client:
+        found = client.peers()
+    if as_json:
+        _print_json([dataclasses.asdict(p) for p in found])
+        return
+    if not found:
+        typer.echo("No peers connected.")
+    for peer in found:
+        typer.echo(f"{peer.peer_id}  {peer.direction:8}  {', '.join(peer.addresses)}")
+
+
+@app.command()
+def connect(
+    address: Annotated[str, typer.Argument(metavar="MULTIADDR", help="…/p2p/<peer id>")],
+) -> None:
+    """Connect the daemon to a peer."""
+    from p2pmarket.network.service import parse_peer_address
+
+    parse_peer_address(address)  # a malformed address fails here, daemon or not
+    with _daemon() as client:
+        peer = client.connect(address)
+    typer.echo(f"connected to {peer.peer_id}")
+
+
+@app.command()
+def stop() -> None:
+    """Stop the running daemon."""
+    with _daemon() as client:
+        client.stop()
+    typer.echo("daemon stopped")
+
+
+@listing_app.command("fetch")
+def listing_fetch(
+    listing_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonOpt = False
+) -> None:
+    """Look a listing up in the DHT (and keep it in the local cache)."""
+    from p2pmarket.records import parse_id
+
+    raw = parse_id(listing_id)
+    with _daemon() as client:
+        listing = client.fetch_listing(raw)
+    _show_listing(listing, as_json)
+
+
+@app.command()
+def seller(
+    peer_id: Annotated[str, typer.Argument(metavar="PEER_ID")], as_json: JsonOpt = False
+) -> None:
+    """Fetch a seller's catalogue from the DHT and show their live listings."""
+    from p2pmarket.crypto.peer_id import public_key_from_peer_id
+    from p2pmarket.display import listing_json, listing_line
+
+    key = public_key_from_peer_id(peer_id)
+    with _daemon() as client:
+        found = client.fetch_seller(key)
+        profile = client.profile(key)
+    if as_json:
+        _print_json(
+            {
+                "peer_id": peer_id,
+                "name": profile.name if profile else None,
+                "listings": [listing_json(item) for item in found],
+            }
+        )
+        return
+    typer.echo(f"{profile.name if profile else 'seller'} {peer_id}: {len(found)} live listings")
+    for item in found:
+        typer.echo(listing_line(item))
+
+
+@app.command()
+def watch(as_json: JsonOpt = False) -> None:
+    """Print the daemon's events as they happen (Ctrl-C stops)."""
+    from p2pmarket.display import event_json, event_line
+
+    with _daemon() as client:
+        for event in client.events():
+            if as_json:
+                sys.stdout.write(json.dumps(event_json(event), ensure_ascii=False) + "\n")
+            else:
+                sys.stdout.write(event_line(event) + "\n")
+            sys.stdout.flush()
 
 
 # -- entry point ---------------------------------------------------------------

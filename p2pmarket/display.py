@@ -10,6 +10,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from p2pmarket.crypto.peer_id import peer_id_from_public_key
+from p2pmarket.events import (
+    Event,
+    ListingAdded,
+    ListingUpdated,
+    ListingWithdrawn,
+    PeerConnected,
+    PeerDisconnected,
+    ProfileUpdated,
+)
 from p2pmarket.money import format_price
 from p2pmarket.records import Listing, Profile, Tombstone, format_id
 
@@ -105,3 +114,41 @@ def listing_details(listing: Listing, now: float | None = None) -> list[str]:
         lines.append("")
         lines.extend(f"  {line}" for line in listing.description.splitlines())
     return lines
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    """One ``watch --json`` line: the event's name and its data."""
+    if isinstance(event, ListingAdded | ListingUpdated):
+        body: dict[str, Any] = {"listing": listing_json(event.listing), "source": event.source}
+    elif isinstance(event, ListingWithdrawn):
+        body = {"withdrawal": tombstone_json(event.tombstone), "source": event.source}
+    elif isinstance(event, ProfileUpdated):
+        body = {"profile": profile_json(event.profile), "source": event.source}
+    elif isinstance(event, PeerConnected):
+        body = {"peer_id": event.peer_id, "address": event.address}
+    else:
+        body = {"peer_id": event.peer_id}
+    return {"event": _EVENT_NAMES[type(event)], "time": iso_time(int(time.time())), **body}
+
+
+def event_line(event: Event) -> str:
+    name = _EVENT_NAMES[type(event)]
+    if isinstance(event, ListingAdded | ListingUpdated):
+        return f"{name:18} {listing_line(event.listing)}"
+    if isinstance(event, ListingWithdrawn):
+        return f"{name:18} {format_id(event.tombstone.id)}"
+    if isinstance(event, ProfileUpdated):
+        return f"{name:18} {event.profile.name} {peer_id_from_public_key(event.profile.owner)}"
+    if isinstance(event, PeerConnected):
+        return f"{name:18} {event.peer_id} {event.address}"
+    return f"{name:18} {event.peer_id}"
+
+
+_EVENT_NAMES: dict[type, str] = {
+    ListingAdded: "listing-added",
+    ListingUpdated: "listing-updated",
+    ListingWithdrawn: "listing-withdrawn",
+    ProfileUpdated: "profile-updated",
+    PeerConnected: "peer-connected",
+    PeerDisconnected: "peer-disconnected",
+}

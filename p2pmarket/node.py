@@ -173,6 +173,10 @@ class Node:
     def now(self) -> int:
         return int(self._clock())
 
+    def unlock(self) -> None:
+        """Unlock the private key now (asking for the passphrase if needed)."""
+        self._signer_or_unlock()
+
     def _signer_or_unlock(self) -> Signer:
         if self._signer is None:
             secret: str | None = None

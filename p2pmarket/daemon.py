@@ -1,0 +1,58 @@
+"""``p2pmarket daemon``: a Node on the network, with its control socket.
+
+The daemon owns the home while it runs (the store's lock says so to a second
+one). CLI commands reach it through ``<home>/node.sock``, which only the user can
+open. SIGINT and SIGTERM stop it cleanly: the control socket is removed, the
+network is left (peers see the connections close), the peer book is saved and
+the store is closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from p2pmarket.network.config import NetworkConfig
+from p2pmarket.node import Node, Passphrase
+
+log = logging.getLogger("p2pmarket.daemon")
+
+
+async def run_daemon(
+    home: Path | None,
+    config: NetworkConfig | None,
+    passphrase: Passphrase,
+    *,
+    ready: Callable[[Node], None] = lambda node: None,
+) -> None:
+    """Run until a signal or a ``stop`` call; ``ready`` is called once serving."""
+    from p2pmarket.rpc.server import NODE_METHODS, serve
+
+    node = Node.open(home, passphrase=passphrase)
+    try:
+        node.unlock()  # fail now, not at the first write, on a wrong passphrase
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+
+            async def network(task_status: Any) -> None:
+                await node.run(config, task_status=task_status)
+                nursery.cancel_scope.cancel()  # node.stop() was called: shut down
+
+            await nursery.start(network)
+            await nursery.start(serve, node, node.home.control_socket, NODE_METHODS)
+            ready(node)
+    finally:
+        node.close()
+
+
+async def _stop_on_signal(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("received %s, shutting down", signal.Signals(signum).name)
+            scope.cancel()
+            return
