@@ -12,9 +12,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
 	touch $(STAMP)
 
+# Your node, in the foreground: creates an identity on first use (you choose a
+# passphrase), then joins the network. Ctrl-C stops it. Pass flags with ARGS=…
 run: $(STAMP)
 	$(BIN)/p2pmarket init --exist-ok
-	$(BIN)/p2pmarket id
+	$(BIN)/p2pmarket daemon $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -129,6 +129,8 @@ def _daemon() -> Client:
 
     home = Home(_home_path())
     try:
+        if not home.control_socket.exists():  # cheap, and right for any path length
+            raise DaemonNotRunning("no control socket")
         return Client.open(home.control_socket)
     except DaemonNotRunning:
         home.require()
