@@ -32,3 +32,19 @@ def ms(seconds: float) -> str:
 
 def count(n: float) -> str:
     return f"{n:,.0f}"
+
+
+def percentile_or_miss(values: Sequence[float | None], q: float) -> float | None:
+    """Like :func:`percentile`, where ``None`` is a miss that ranks above every value:
+    ``None`` when the percentile falls on (or between) misses."""
+    if not values:
+        raise ValueError("no values")
+    found = sorted(v for v in values if v is not None)
+    rank = (len(values) - 1) * q / 100
+    if int(rank) + (rank > int(rank)) >= len(found):
+        return None
+    return percentile(found + [found[-1]] * (len(values) - len(found)), q)
+
+
+def ms_or_miss(seconds: float | None, what: str = "missed") -> str:
+    return what if seconds is None else ms(seconds)
