@@ -13,7 +13,9 @@ msgpack are translated into this tree at the module that calls them, so callers
     │   └── WrongPassphrase
     ├── StoreError           the LevelDB store cannot be opened or written
     │   └── StoreLocked      another process (the daemon?) holds the store
-    └── ConfigError          a bad config.toml value or a bad home folder
+    ├── ConfigError          a bad config.toml value or a bad home folder
+    └── NetworkError         a peer cannot be reached, or a look-up failed
+        └── OfflineError     the operation needs the network, which is not running
 """
 
 from __future__ import annotations
@@ -61,3 +63,11 @@ class StoreLocked(StoreError):
 
 class ConfigError(P2PMarketError):
     """A configuration value or the home folder is unusable."""
+
+
+class NetworkError(P2PMarketError):
+    """A peer could not be reached, or a network operation failed."""
+
+
+class OfflineError(NetworkError):
+    """The operation needs the network, and this node is not running it."""

@@ -32,7 +32,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from p2pmarket import records
 from p2pmarket.crypto.keystore import KeyFile, read_key_file, seal, write_key_file
 from p2pmarket.crypto.peer_id import peer_id_from_public_key, public_key_from_peer_id
-from p2pmarket.errors import IdentityError, InvalidInput, InvalidRecord, NotFound, P2PMarketError
+from p2pmarket.errors import (
+    IdentityError,
+    InvalidInput,
+    InvalidRecord,
+    NotFound,
+    OfflineError,
+    P2PMarketError,
+)
 from p2pmarket.events import (
     Event,
     ListingAdded,
@@ -70,10 +77,6 @@ EVENT_BUFFER = 1000
 _FETCH_CONCURRENCY = 8
 # A burst of our own changes is put in the DHT as one catalogue after this pause.
 _CATALOGUE_DELAY = 1.0
-
-
-class OfflineError(P2PMarketError):
-    """An operation needs the network, and this node is not running it."""
 
 
 def _resolve_home(home: str | os.PathLike[str] | None) -> Home:

@@ -40,7 +40,7 @@ from libp2p.pubsub.score import ScoreParams, TopicScoreParams
 from libp2p.records.validator import NamespacedValidator
 from libp2p.tools.anyio_service import background_trio_service
 
-from p2pmarket.errors import InvalidInput, P2PMarketError
+from p2pmarket.errors import InvalidInput, NetworkError, P2PMarketError
 from p2pmarket.events import Event, PeerConnected, PeerDisconnected, PeerInfo
 from p2pmarket.network import _libp2p_fixes, topics
 from p2pmarket.network.config import NetworkConfig, Verdict
@@ -61,10 +61,6 @@ OUTBOX_SIZE: Final = 10_000
 MESH_WAIT: Final = 5.0  # how long a publish waits for a first mesh peer
 REDIAL_EVERY: Final = 5.0
 DHT_PUT_CONCURRENCY: Final = 4
-
-
-class NetworkError(P2PMarketError):
-    """A peer could not be reached, or the network is not running."""
 
 
 def _content_id(msg: rpc_pb2.Message) -> bytes:
