@@ -1,7 +1,11 @@
 """Our namespaces in the Kademlia DHT: keys, validators and selectors.
 
-    /p2pmarket-listing/<listing id, base32>     the newest listing or tombstone
-    /p2pmarket-catalogue/<seller key, hex>      the seller's newest signed catalogue
+    /p2pmarket-listing/<listing id, base32>                 the newest listing or tombstone
+    /p2pmarket-catalogue/<BLAKE2b-128 of seller key, base32> the seller's newest catalogue
+
+Keys stay at most 50 bytes: a py-libp2p 0.8.1 DHT server ignores a FIND_NODE whose
+key is longer and not a multihash, which would silently stop every lookup for
+that key at the first hop. So a catalogue key holds a hash of the seller's key.
 
 A value is accepted only if it is a valid signed record (the same checks as
 gossip and import) whose id is bound to the key: a listing's id is derived from
@@ -13,6 +17,7 @@ puts, so the choice must not depend on the order of ``values``.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Final
 
@@ -24,6 +29,8 @@ from p2pmarket.records import Catalogue, Profile, Tombstone
 
 LISTING_NS: Final = "p2pmarket-listing"
 CATALOGUE_NS: Final = "p2pmarket-catalogue"
+MAX_KEY_BYTES: Final = 50
+_CATALOGUE_KEY_DOMAIN: Final = b"p2pmarket/catalogue-key/v1\x00"
 
 
 def listing_key(listing_id: bytes) -> str:
@@ -31,7 +38,8 @@ def listing_key(listing_id: bytes) -> str:
 
 
 def catalogue_key(seller: bytes) -> str:
-    return f"/{CATALOGUE_NS}/{seller.hex()}"
+    digest = hashlib.blake2b(_CATALOGUE_KEY_DOMAIN + seller, digest_size=16).digest()
+    return f"/{CATALOGUE_NS}/{records.format_id(digest)}"
 
 
 def _rank(seq: int, value: bytes, tombstone: bool) -> tuple[int, bool, bytes]:
