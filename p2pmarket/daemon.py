@@ -33,7 +33,7 @@ async def run_daemon(
     """Run until a signal or a ``stop`` call; ``ready`` is called once serving."""
     from p2pmarket.rpc.server import NODE_METHODS, serve
 
-    node = Node.open(home, passphrase=passphrase)
+    node = Node.open(home, passphrase=passphrase, resident=True)
     try:
         node.unlock()  # fail now, not at the first write, on a wrong passphrase
         async with trio.open_nursery() as nursery:

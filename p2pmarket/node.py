@@ -143,14 +143,17 @@ class Node:
         *,
         passphrase: Passphrase = None,
         clock: Clock = time.time,
+        resident: bool = False,
     ) -> Node:
         """Open an initialised home. ``passphrase`` (text, or a function asked once
-        when a signature is first needed) unlocks an encrypted key."""
+        when a signature is first needed) unlocks an encrypted key. ``resident``
+        sizes the store's buffers for a long-running process (a daemon) rather
+        than for bulk imports."""
         paths = _resolve_home(home)
         paths.require()
         config = paths.load_config()
         key_file = read_key_file(paths.key_file)
-        store = ListingStore(paths.store_dir)
+        store = ListingStore(paths.store_dir, resident=resident)
         return cls(paths, key_file, store, config, passphrase, clock)
 
     # -- lifecycle ---------------------------------------------------------

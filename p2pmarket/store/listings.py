@@ -52,9 +52,9 @@ class ListingStore:
     """The store of one home. Not thread-safe: one writer, as LevelDB's lock ensures
     across processes and the node's single trio thread ensures within one."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, resident: bool = False) -> None:
         self.path = path
-        self._db: plyvel.DB | None = open_db(path)
+        self._db: plyvel.DB | None = open_db(path, resident=resident)
         raw = self._db.get(layout.COUNT_KEY)
         self._count = int(raw) if raw else 0
 
