@@ -629,18 +629,19 @@ def daemon(
     import trio
 
     from p2pmarket.daemon import run_daemon
-    from p2pmarket.network.service import parse_peer_address
+    from p2pmarket.network.addresses import check_peer_address
 
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     if not verbose:
-        # py-libp2p logs expected network failures (dials, resets) as warnings.
-        logging.getLogger("libp2p").setLevel(logging.ERROR)
+        # py-libp2p logs expected network failures (dials, resets) as warnings
+        # and errors; the daemon reports what matters itself.
+        logging.getLogger("libp2p").setLevel(logging.CRITICAL)
     config = _config().network()
     for address in bootstrap or ():
-        parse_peer_address(address)  # a bad address is a one-line error, before starting
+        check_peer_address(address)  # a bad address is a one-line error, before starting
     config = dataclasses.replace(
         config,
         listen=tuple(listen) if listen else config.listen,
@@ -704,9 +705,9 @@ def connect(
     address: Annotated[str, typer.Argument(metavar="MULTIADDR", help="…/p2p/<peer id>")],
 ) -> None:
     """Connect the daemon to a peer."""
-    from p2pmarket.network.service import parse_peer_address
+    from p2pmarket.network.addresses import check_peer_address
 
-    parse_peer_address(address)  # a malformed address fails here, daemon or not
+    check_peer_address(address)  # a malformed address fails here, daemon or not
     with _daemon() as client:
         peer = client.connect(address)
     typer.echo(f"connected to {peer.peer_id}")

@@ -17,6 +17,7 @@ from typing import Any
 
 import trio
 
+from p2pmarket.errors import P2PMarketError
 from p2pmarket.network.config import NetworkConfig
 from p2pmarket.node import Node, Passphrase
 
@@ -46,8 +47,31 @@ async def run_daemon(
             await nursery.start(network)
             await nursery.start(serve, node, node.home.control_socket, NODE_METHODS)
             ready(node)
+    except BaseExceptionGroup as group:
+        # Trio wraps what fails while the daemon starts (a bad --listen, a port in
+        # use, a socket path too long) in exception groups; a lone P2PMarketError is
+        # an ordinary start-up failure, which the CLI shows in one line.
+        cause = _lone_error(group)
+        if cause is None:
+            raise
+        raise cause from None
     finally:
         node.close()
+
+
+def _lone_error(group: BaseExceptionGroup[BaseException]) -> P2PMarketError | None:
+    """The one P2PMarketError in ``group`` (however nested), if that is all it holds."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    if len(leaves) == 1 and isinstance(leaves[0], P2PMarketError):
+        return leaves[0]
+    return None
 
 
 async def _stop_on_signal(scope: trio.CancelScope) -> None:

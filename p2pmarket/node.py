@@ -455,7 +455,9 @@ class Node:
 
     @property
     def online(self) -> bool:
-        return self._network is not None and self._network.running
+        """True from when :meth:`run` has started listening until it has fully
+        stopped (connections closed, peer book saved)."""
+        return self._network is not None
 
     def _require_network(self) -> Network:
         if self._network is None or not self._network.running:
@@ -527,9 +529,16 @@ class Node:
     async def _announce_own(self) -> None:
         """On start, put our live listings and catalogue in the DHT again: DHT
         records held by peers are lost when those peers restart."""
+        import trio
+
         from p2pmarket.network.dht import listing_key
 
         network = self._require_network()
+        # A put with no peers reaches no one: wait for the first connection
+        # (bootstrap, redial or someone dialling in), then give identify a moment.
+        while not network.host.get_connected_peers():
+            await trio.sleep(0.25)
+        await trio.sleep(0.5)
         for listing in self.my_listings():
             network.put_dht(listing_key(listing.id), records.encode(listing))
         if self._catalogue_due is not None:
@@ -652,6 +661,10 @@ class Node:
             cached = self.store.get(listing_id, now)
             if cached is None or cached.seq < seq:
                 wanted.append(listing_id)
+        # Listings we hold that left the catalogue were withdrawn (or expired):
+        # fetching them brings their tombstones, which hide them.
+        listed = {listing_id for listing_id, _ in catalogue.items}
+        wanted.extend(x.id for x in self.store.by_seller(key, now) if x.id not in listed)
         limiter = trio.CapacityLimiter(_FETCH_CONCURRENCY)
 
         async def fetch(listing_id: bytes) -> None:

@@ -17,13 +17,31 @@ _NUMBER = re.compile(r"\d")
 
 def test_every_benchmark_produces_numbers_at_a_tiny_size(tmp_path: Path) -> None:
     out = io.StringIO()
-    sizes = Sizes(ingest=2000, search=(2000,), queries_per_shape=6, coldstart_runs=1)
+    sizes = Sizes(
+        ingest=2000,
+        search=(2000,),
+        queries_per_shape=6,
+        coldstart_runs=1,
+        gossip_nodes=(4,),
+        gossip_publishes=2,
+        dht_nodes=4,
+        dht_fetches=2,
+        memory_listings=2000,
+        memory_idle=0.5,
+    )
 
     sections = run(quick=True, sizes=sizes, data_dir=tmp_path, out=out)
 
-    assert [s.title.split()[0] for s in sections] == ["Ingest", "Search", "Cold"]
+    assert [s.title.split()[0] for s in sections] == [
+        "Ingest",
+        "Search",
+        "Cold",
+        "Gossip",
+        "DHT",
+        "Memory",
+    ]
     rows = [row for section in sections for row in section.rows]
-    assert len(rows) >= 7
+    assert len(rows) >= 11
     for row in rows:
         assert row.result in ("PASS", "MISS", "info"), row
         assert _NUMBER.search(row.ours) or row.name.startswith("modules"), row

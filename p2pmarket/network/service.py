@@ -31,8 +31,6 @@ from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import PeerInfo as Libp2pPeerInfo
-from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
@@ -43,6 +41,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from p2pmarket.errors import InvalidInput, NetworkError, P2PMarketError
 from p2pmarket.events import Event, PeerConnected, PeerDisconnected, PeerInfo
 from p2pmarket.network import _libp2p_fixes, topics
+from p2pmarket.network.addresses import parse_peer_address
 from p2pmarket.network.config import NetworkConfig, Verdict
 from p2pmarket.network.dht import (
     CATALOGUE_NS,
@@ -61,6 +60,11 @@ OUTBOX_SIZE: Final = 10_000
 MESH_WAIT: Final = 5.0  # how long a publish waits for a first mesh peer
 REDIAL_EVERY: Final = 5.0
 DHT_PUT_CONCURRENCY: Final = 4
+_COUNTER: Final = {
+    Verdict.ACCEPT: "gossip_accepted",
+    Verdict.IGNORE: "gossip_ignored",
+    Verdict.REJECT: "gossip_rejected",
+}
 
 
 def _content_id(msg: rpc_pb2.Message) -> bytes:
@@ -69,31 +73,27 @@ def _content_id(msg: rpc_pb2.Message) -> bytes:
     return hashlib.blake2b(msg.data, digest_size=20).digest()
 
 
+INVALID_PENALTY: Final = 10.0
+
+
 def _score_params() -> ScoreParams:
-    # One invalid record costs 10 points; a peer that sent 5 recent ones is no
-    # longer accepted as a publisher, and the penalty decays each heartbeat.
+    """Peer scoring: each invalid record costs its sender 10 points, decaying by 1%
+    a heartbeat; below -50 a peer's messages are refused, below -80 it is graylisted.
+
+    The penalty is the behaviour term (P5), applied by our validator, and not
+    py-libp2p's invalid-message counter (P4, left at weight 0): 0.8.1 counts every
+    rejection there, including a stale version an honest relay passed on, and
+    again for every duplicate of a rejected message. Only we know which is which.
+    """
     return ScoreParams(
-        p4_invalid_messages=TopicScoreParams(weight=10.0, cap=1000.0, decay=0.99),
+        p4_invalid_messages=TopicScoreParams(weight=0.0),
+        p5_behavior_penalty_weight=1.0,
+        p5_behavior_penalty_decay=0.99,
+        p5_behavior_penalty_threshold=0.0,
         publish_threshold=-50.0,
         gossip_threshold=-30.0,
         graylist_threshold=-80.0,
     )
-
-
-def parse_peer_address(text: str) -> Libp2pPeerInfo:
-    """A multiaddr that ends in ``/p2p/<peer id>``, or InvalidInput saying what is wrong."""
-    try:
-        addr = multiaddr.Multiaddr(text.strip())
-    except Exception:  # multiaddr raises many types for bad text
-        raise InvalidInput(
-            f"{text!r} is not a peer address; expected e.g. /ip4/192.168.1.5/tcp/4690/p2p/12D3KooW…"
-        ) from None
-    try:
-        return info_from_p2p_addr(addr)
-    except Exception:
-        raise InvalidInput(
-            f"{text!r} has no peer id: give the full address, ending in /p2p/12D3KooW…"
-        ) from None
 
 
 def _dialable(addr: str) -> list[str]:
@@ -253,6 +253,14 @@ class Network:
                 background_trio_service(dht),
                 trio.open_nursery() as nursery,
             ):
+                if not host.get_addrs():
+                    # py-libp2p 0.8.1 logs a failed listen and carries on: without this
+                    # check a daemon whose port is taken would run, unreachable.
+                    raise NetworkError(
+                        f"cannot listen on {', '.join(config.listen)}: the port is in use "
+                        "(another p2pmarket daemon?) or the address is not on this machine; "
+                        "choose another with --listen"
+                    )
                 self._host, self._pubsub, self._gossipsub, self._dht = host, pubsub, gossipsub, dht
                 await pubsub.wait_until_ready()
                 for topic in self._topics:
@@ -269,37 +277,61 @@ class Network:
                     nursery.start_soon(self._dial_quietly, address)
                 nursery.start_soon(self._redial)
                 task_status.started()
-                await trio.sleep_forever()
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    self._nursery = None
+                    await self._hang_up(host)
         finally:
             self._nursery = None
             self._book.save()
+
+    @staticmethod
+    async def _hang_up(host: IHost) -> None:
+        """Close every connection so peers see us leave at once. py-libp2p 0.8.1
+        leaves them open when its host is cancelled, and peers keep a dead node
+        in their meshes and routing tables until TCP notices."""
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + 2
+            for peer in list(host.get_connected_peers()):
+                try:
+                    await host.disconnect(peer)
+                except Exception as exc:
+                    log.debug("closing the connection to %s failed: %s", peer, exc)
 
     # -- gossip ------------------------------------------------------------
 
     def _validator(self, topic: str) -> Callable[[ID, rpc_pb2.Message], bool]:
         def validate(forwarder: ID, msg: rpc_pb2.Message) -> bool:
-            if forwarder == self.host.get_id():
-                return True  # our own record: the node stored it before publishing
-            sender = forwarder.to_base58()
-            if not self._limiter.allow(sender):
-                self.counters["rate_limited"] += 1
-                return False
-            if len(msg.data) > MAX_RECORD_BYTES:
-                self.counters["gossip_rejected"] += 1
-                return False
             try:
-                verdict = self._accept(bytes(msg.data), "gossip")
-            except Exception:  # a bug must not let a record through, nor crash pubsub
-                log.exception("accepting a gossip record failed")
-                verdict = Verdict.REJECT
-            self.counters[f"gossip_{verdict.value}ed"] += 1
+                verdict = judge(forwarder, msg)
+            except Exception:  # a bug must neither let a record through nor crash pubsub
+                log.exception("judging a gossip record failed")
+                return False
             if verdict is Verdict.REJECT:
-                log.info("dropped an invalid record from %s on %s", sender, topic)
-            # A stale or duplicate record is not forwarded either (False), at the
-            # price of a small, decaying score penalty for its sender.
+                self._penalise(forwarder)
+                log.info("dropped an invalid record from %s on %s", forwarder, topic)
+            self.counters[_COUNTER[verdict]] += 1
+            # A stale or duplicate record (IGNORE) is not forwarded either, but its
+            # relay is not penalised: an honest peer may pass on an older version.
             return verdict is Verdict.ACCEPT
 
+        def judge(forwarder: ID, msg: rpc_pb2.Message) -> Verdict:
+            if forwarder == self.host.get_id():
+                return Verdict.ACCEPT  # our own record: stored before it was published
+            if not self._limiter.allow(forwarder.to_base58()):
+                self.counters["rate_limited"] += 1
+                return Verdict.REJECT
+            if len(msg.data) > MAX_RECORD_BYTES:
+                return Verdict.REJECT
+            return self._accept(bytes(msg.data), "gossip")
+
         return validate
+
+    def _penalise(self, peer: ID) -> None:
+        scorer = getattr(self._gossipsub, "scorer", None)
+        if scorer is not None:
+            scorer.penalize_behavior(peer, INVALID_PENALTY)
 
     @staticmethod
     async def _drain(subscription: Any) -> None:
@@ -344,9 +376,9 @@ class Network:
         assert self._dht is not None
         async for key, value in self._dht_recv:
             try:
-                with trio.move_on_after(self.config.dht_timeout):
+                with trio.move_on_after(self.config.dht_timeout) as scope:
                     await self._dht.put_value(key, value)
-                self.counters["dht_puts"] += 1
+                self.counters["dht_put_failures" if scope.cancelled_caught else "dht_puts"] += 1
             except Exception as exc:
                 self.counters["dht_put_failures"] += 1
                 log.info("DHT put of %s failed: %s", key, exc)

@@ -49,21 +49,22 @@ class Cluster:
         init_home(home, None)
         return home
 
-    async def start_node(
-        self, home: Path | None = None, config: NetworkConfig = LOOPBACK
-    ) -> Node:
+    async def start_node(self, home: Path | None = None, config: NetworkConfig = LOOPBACK) -> Node:
         node = Node.open(home or self.new_home())
         self.nodes.append(node)
         await self.nursery.start(node.run, config)
         return node
 
     async def start(
-        self, count: int, topology: Literal["line", "none"] = "line"
+        self,
+        count: int,
+        topology: Literal["line", "none"] = "line",
+        config: NetworkConfig = LOOPBACK,
     ) -> list[Node]:
-        nodes = [await self.start_node() for _ in range(count)]
+        nodes = [await self.start_node(config=config) for _ in range(count)]
         if topology == "line":
             for left, right in itertools.pairwise(nodes):
-                await right.connect(left.status().addresses[0])
+                await connect(right, left)
             await settle(nodes)
         return nodes
 
@@ -72,6 +73,34 @@ class Cluster:
         await eventually(lambda: not node.online)
         node.close()
         self.nodes.remove(node)
+
+
+async def connect(node: Node, peer: Node) -> None:
+    """Have ``node`` dial ``peer`` at its first listen address."""
+    await node.connect(peer.status().addresses[0])
+
+
+def dht_value(node: Node, key: str) -> bytes | None:
+    """What ``node`` holds in its own DHT store under ``key`` (no network lookup)."""
+    network = node._network
+    assert network is not None and network._dht is not None
+    record = network._dht.value_store.get(key.encode())
+    return None if record is None else bytes(record.value)
+
+
+def dht_idle(node: Node) -> bool:
+    """No DHT put of ``node``'s is queued, running, or (its catalogue) waiting to be."""
+    from p2pmarket.network.service import DHT_PUT_CONCURRENCY
+
+    network = node._network
+    assert network is not None
+    queue = network._dht_recv.statistics()
+    due = node._catalogue_due
+    return (
+        queue.current_buffer_used == 0
+        and queue.tasks_waiting_receive == DHT_PUT_CONCURRENCY
+        and not (due is not None and due.is_set())
+    )
 
 
 async def settle(nodes: list[Node]) -> None:
@@ -102,4 +131,3 @@ async def cluster(nursery: trio.Nursery) -> AsyncIterator[Cluster]:
                 await eventually(lambda node=node: not node.online)  # type: ignore[misc]
                 node.close()
             await trio.sleep(0.5)
-

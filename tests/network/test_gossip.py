@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from conftest import Cluster, eventually
 
-from p2pmarket.events import ListingAdded
-
 
 async def test_a_listing_created_on_a_reaches_c_through_b_then_its_update_and_withdrawal(
     cluster: Cluster,
 ) -> None:
     a, b, c = await cluster.start(3, topology="line")
-    listing = a.create_listing(title="Sepeda lipat Brompton", price=15_000_000, category="vehicles/bicycles")
+    listing = a.create_listing(
+        title="Sepeda lipat Brompton", price=15_000_000, category="vehicles/bicycles"
+    )
 
     await eventually(lambda: [x.id for x in c.search("brompton").listings] == [listing.id])
 

@@ -1,0 +1,121 @@
+"""A raw libp2p peer: a bare py-libp2p host with GossipSub and none of our code.
+
+It speaks the same wire protocols as a p2pmarket node (TCP + Noise + Yamux,
+GossipSub 1.0-1.2 with strict message signing) but validates nothing and
+publishes whatever bytes a test gives it, so a test can play a hostile or buggy
+peer against a real node::
+
+    async with raw_peer() as raw:
+        await raw.connect(node)
+        await raw.join_mesh(node)
+        await raw.publish(b"garbage", topics.listing_topics("vehicles/bicycles"))
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import multiaddr
+import trio
+from conftest import eventually
+from libp2p import new_host
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.records.validator import NamespacedValidator, Validator
+from libp2p.tools.anyio_service import background_trio_service
+
+from p2pmarket.network import topics
+from p2pmarket.network.dht import CATALOGUE_NS, LISTING_NS
+from p2pmarket.node import Node
+
+
+class AnythingGoes(Validator):
+    """A DHT validator that takes any value: the raw peer stores what it is told."""
+
+    def validate(self, key: str, value: bytes) -> None:
+        pass
+
+    def select(self, key: str, values: list[bytes]) -> int:
+        return 0
+
+
+class RawPeer:
+    def __init__(self, host: Any, pubsub: Pubsub, gossipsub: GossipSub, dht: KadDHT) -> None:
+        self.host = host
+        self.pubsub = pubsub
+        self.gossipsub = gossipsub
+        self.dht = dht  # a Kademlia server in our namespaces that validates nothing
+
+    @property
+    def peer_id(self) -> str:
+        return str(self.host.get_id().to_base58())
+
+    async def connect(self, node: Node) -> None:
+        info = info_from_p2p_addr(multiaddr.Multiaddr(node.status().addresses[0]))
+        with trio.fail_after(5):
+            await self.host.connect(info)
+            await self.dht.add_peer(info.peer_id, skip_server_mode_check=True)
+
+    async def join_mesh(self, node: Node, topic: str = topics.ALL_LISTINGS) -> None:
+        """Wait until each side has the other in its mesh for ``topic``: only then
+        does a publish reach the node (py-libp2p publishes to mesh peers only)."""
+        network = node._network
+        assert network is not None
+        theirs = ID.from_base58(node.peer_id)
+        ours = self.host.get_id()
+        await eventually(lambda: theirs in self.gossipsub.mesh.get(topic, ()))
+        await eventually(lambda: ours in network._gossipsub.mesh.get(topic, ()))
+
+    async def publish(self, data: bytes, topic_ids: list[str]) -> None:
+        """Publish ``data`` as it is: signed at the pubsub layer by this peer's host
+        key (strict signing, like every node), but never looked at."""
+        with trio.fail_after(5):
+            await self.pubsub.publish(topic_ids, data)
+
+
+async def _drain(subscription: Any) -> None:
+    # A subscription queue holds 32 messages; keep it empty like a node does.
+    while True:
+        await subscription.get()
+
+
+@asynccontextmanager
+async def raw_peer(subscribe: tuple[str, ...] = (topics.ALL_LISTINGS,)) -> AsyncIterator[RawPeer]:
+    """A running raw peer on 127.0.0.1, subscribed to ``subscribe``; stopped on exit."""
+    listen = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
+    host = new_host(key_pair=create_new_key_pair(), listen_addrs=listen, muxer_preference="YAMUX")
+    gossipsub = GossipSub(
+        protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID],
+        degree=6,
+        degree_low=4,
+        degree_high=12,
+        heartbeat_interval=1,  # py-libp2p's default (120 s) would take minutes to mesh
+        heartbeat_initial_delay=0.1,
+        spam_protection_enabled=False,
+    )
+    pubsub = Pubsub(host, gossipsub, strict_signing=True)
+    dht = KadDHT(
+        host,
+        DHTMode.SERVER,
+        validator=NamespacedValidator({LISTING_NS: AnythingGoes(), CATALOGUE_NS: AnythingGoes()}),
+        validator_changed=True,
+        enable_random_walk=False,
+    )
+    async with (
+        host.run(listen),
+        background_trio_service(pubsub),
+        background_trio_service(gossipsub),
+        background_trio_service(dht),
+        trio.open_nursery() as nursery,
+    ):
+        await pubsub.wait_until_ready()
+        for topic in subscribe:
+            nursery.start_soon(_drain, await pubsub.subscribe(topic))
+        yield RawPeer(host, pubsub, gossipsub, dht)
+        nursery.cancel_scope.cancel()
