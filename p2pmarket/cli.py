@@ -635,10 +635,6 @@ def daemon(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    if not verbose:
-        # py-libp2p logs expected network failures (dials, resets) as warnings
-        # and errors; the daemon reports what matters itself.
-        logging.getLogger("libp2p").setLevel(logging.CRITICAL)
     config = _config().network()
     for address in bootstrap or ():
         check_peer_address(address)  # a bad address is a one-line error, before starting

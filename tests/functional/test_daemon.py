@@ -276,12 +276,6 @@ def test_connect_to_an_unreachable_peer_fails_in_one_line_within_seconds(
     assert cli_json(lone.home, "status")["online"] is True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: py-libp2p logs every failed dial at ERROR (libp2p.transport.tcp), and "
-    "`daemon` only lowers libp2p to ERROR, so each failed dial or redial prints a line "
-    "in the daemon's terminal",
-)
 def test_an_unreachable_peer_leaves_the_daemon_log_quiet(lone: Daemon) -> None:
     before = lone.stderr
     absent = f"/ip4/127.0.0.1/tcp/{closed_port()}/p2p/{SOME_PEER_ID}"
@@ -295,11 +289,6 @@ def test_an_unreachable_peer_leaves_the_daemon_log_quiet(lone: Daemon) -> None:
 # A daemon that cannot start says why
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a P2PMarketError raised while the daemon starts (inside run_daemon's "
-    "nursery) reaches the CLI wrapped in an ExceptionGroup: a traceback, not one line",
-)
 @pytest.mark.parametrize(
     ("home_name", "listen", "message"),
     [
@@ -319,11 +308,6 @@ def test_a_daemon_that_cannot_start_says_why_in_one_line(
     assert message in one_error_line(result)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: py-libp2p's host.run ignores a failed listen, and Network.run does not "
-    "check: the daemon runs with no address, unreachable, and says nothing on stdout",
-)
 def test_a_daemon_whose_port_is_taken_exits_instead_of_running_unreachable(
     daemons: Daemons,
 ) -> None:

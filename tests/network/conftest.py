@@ -17,6 +17,7 @@ from typing import Literal
 import pytest
 import trio
 
+from p2pmarket.events import Event
 from p2pmarket.network.config import NetworkConfig
 from p2pmarket.node import Node, init_home
 
@@ -36,6 +37,19 @@ async def eventually(check: Callable[[], object], timeout: float = 10.0) -> None
                 last = exc
             await trio.sleep(0.02)
     raise AssertionError(f"condition not met within {timeout} s (last error: {last!r})")
+
+
+async def expect(
+    events: trio.MemoryReceiveChannel[Event], wanted: Callable[[Event], bool], timeout: float = 5.0
+) -> Event:
+    """The first event from ``events`` that is ``wanted``; fail after ``timeout``."""
+    seen: list[Event] = []
+    with trio.move_on_after(timeout):
+        async for event in events:
+            if wanted(event):
+                return event
+            seen.append(event)
+    raise AssertionError(f"no such event within {timeout} s; saw {seen!r}")
 
 
 class Cluster:
