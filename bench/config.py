@@ -18,8 +18,25 @@ class Sizes:
     search: tuple[int, ...] = (100_000, 1_000_000)
     queries_per_shape: int = 200
     coldstart_runs: int = 15
+    gossip_nodes: tuple[int, ...] = (10, 25, 50)
+    gossip_publishes: int = 20
+    dht_nodes: int = 25
+    dht_fetches: int = 40
+    memory_listings: int = 100_000
+    memory_idle: float = 5.0
     seed: int = 1
 
 
 FULL: Final = Sizes()
-QUICK: Final = Sizes(ingest=5_000, search=(5_000, 20_000), queries_per_shape=40, coldstart_runs=5)
+QUICK: Final = Sizes(
+    ingest=5_000,
+    search=(5_000, 20_000),
+    queries_per_shape=40,
+    coldstart_runs=5,
+    gossip_nodes=(5, 10),
+    gossip_publishes=5,
+    dht_nodes=10,
+    dht_fetches=10,
+    memory_listings=5_000,
+    memory_idle=2.0,
+)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final, TextIO
 
-from bench import coldstart, ingest, machine, search
+from bench import coldstart, dht, gossip, ingest, machine, memory, search
 from bench.config import DATA_DIR, FULL, QUICK, REPORT, Sizes
 from bench.report import render
 from bench.results import Section
@@ -17,6 +17,9 @@ BENCHMARKS: Final[dict[str, Callable[[Sizes, Path], Section]]] = {
     "ingest": ingest.run,
     "search": search.run,
     "coldstart": coldstart.run,
+    "gossip": gossip.run,
+    "dht": dht.run,
+    "memory": memory.run,
 }
 
 

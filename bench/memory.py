@@ -1,0 +1,203 @@
+"""Memory: the resident set size of one ``p2pmarket daemon``, idle and with a full cache.
+
+The daemon is the real command (``p2pmarket --home H daemon --listen
+/ip4/127.0.0.1/tcp/0 --no-mdns``), started twice: on a fresh home with an empty
+store, and on a copy of the benchmark home holding the cached listings (the
+same store the search benchmark uses). Its RSS is read from
+``/proc/<pid>/status`` after it has been idle for a few seconds, and again after
+a few searches sent to it through its control socket (``p2pmarket search``, as a
+user would), which is when LevelDB's block cache and the mapped table files
+fill. RSS counts both anonymous memory (the Python heap, LevelDB's cache) and
+mapped file pages the process has touched; both are shown.
+
+Baselines are interpreters that only import: libp2p alone, and everything the
+daemon imports before it starts serving.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Final
+
+from bench.config import Sizes
+from bench.data import dataset
+from bench.report import table
+from bench.results import Row, Section, verdict
+from bench.stats import count
+from bench.stores import our_home
+from p2pmarket.home import Home
+from p2pmarket.node import init_home
+
+TARGET_MIB: Final = 150.0
+SEARCHES: Final = (
+    ["sepeda"],
+    ["sepeda", "--sort", "price"],
+    ["jual", "murah"],
+    ["lipat", "--category", "vehicles"],
+)
+START_TIMEOUT: Final = 60.0
+_IMPORTS_LIBP2P: Final = "import libp2p"
+_IMPORTS_DAEMON: Final = (
+    "import p2pmarket.cli, p2pmarket.daemon, p2pmarket.node, p2pmarket.network.service,"
+    " p2pmarket.rpc.server, trio"
+)
+_STATUS_PROBE: Final = "; print(open('/proc/self/status').read())"
+
+Mem = dict[str, float]
+
+
+def parse_status(text: str) -> Mem:
+    """MiB figures from a /proc/<pid>/status text."""
+    wanted = {"VmRSS": "rss", "VmHWM": "peak", "RssAnon": "anon", "RssFile": "file"}
+    found: Mem = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key in wanted:
+            found[wanted[key]] = int(value.split()[0]) / 1024
+    return found
+
+
+def process_memory(pid: int) -> Mem:
+    return parse_status(Path(f"/proc/{pid}/status").read_text())
+
+
+def _env() -> dict[str, str]:
+    return {
+        k: v for k, v in os.environ.items() if k not in ("P2PMARKET_PASSPHRASE", "P2PMARKET_HOME")
+    }
+
+
+def import_memory(code: str) -> Mem:
+    """Memory of an interpreter that ran ``code`` (imports) and nothing else."""
+    out = subprocess.run(
+        [sys.executable, "-c", code + _STATUS_PROBE],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        check=True,
+    ).stdout
+    return parse_status(out)
+
+
+def _cli() -> Path:
+    cli = Path(sys.executable).with_name("p2pmarket")
+    if not cli.exists():
+        raise RuntimeError(f"{cli} is missing: install the project (`make`) first")
+    return cli
+
+
+def daemon_memory(home: Path, idle: float) -> dict[str, Mem]:
+    """Start a daemon on ``home``; its memory when idle, and after :data:`SEARCHES`."""
+    cli = str(_cli())
+    socket = Home(home).control_socket
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(
+            [cli, "--home", str(home), "daemon", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_env(),
+        )
+        try:
+            deadline = time.monotonic() + START_TIMEOUT
+            while not socket.exists():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise RuntimeError(f"the daemon did not start:\n{log.read()[-2000:]}")
+                time.sleep(0.05)
+            time.sleep(idle)
+            idle_mem = process_memory(proc.pid)
+            for words in SEARCHES:
+                subprocess.run(
+                    [cli, "--home", str(home), "search", *words],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    env=_env(),
+                    check=True,
+                )
+            time.sleep(1.0)
+            searched = process_memory(proc.pid)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    return {"idle": idle_mem, "searched": searched}
+
+
+def _mib(mem: Mem) -> str:
+    return f"{mem['rss']:.0f} MiB"
+
+
+def run(sizes: Sizes, data_dir: Path) -> Section:
+    ds = dataset(sizes.memory_listings, sizes.seed, data_dir)
+    built = our_home(ds, data_dir).path
+    libp2p = import_memory(_IMPORTS_LIBP2P)
+    imports = import_memory(_IMPORTS_DAEMON)
+    # A short root: the daemon's Unix socket path must stay under ~107 bytes.
+    with tempfile.TemporaryDirectory(prefix="p2pm-mem-", dir="/tmp") as root:
+        empty_home = Path(root) / "empty"
+        init_home(empty_home, None)
+        empty = daemon_memory(empty_home, sizes.memory_idle)
+        full_home = Path(root) / "full"
+        # A copy: the daemon writes to its home (peer book, LevelDB logs), and the
+        # search benchmark must find its store as it left it.
+        shutil.copytree(built, full_home)
+        full = daemon_memory(full_home, sizes.memory_idle)
+    worst = max(full["idle"]["rss"], full["searched"]["rss"])
+    label = count(ds.count)
+    section = Section(f"Memory (one daemon, {label} cached listings)")
+    baseline = f"`python -c 'import libp2p'`: {_mib(libp2p)}"
+    section.rows.append(
+        Row(
+            "daemon RSS, idle, empty store",
+            _mib(empty["idle"]),
+            baseline,
+            "—",
+            "info",
+        )
+    )
+    section.rows.append(
+        Row(
+            f"daemon RSS with {label} cached listings (idle · after {len(SEARCHES)} searches)",
+            f"{_mib(full['idle'])} · {_mib(full['searched'])}",
+            baseline,
+            f"≤ {TARGET_MIB:.0f} MiB",
+            verdict(worst <= TARGET_MIB),
+        )
+    )
+    rows = []
+    for name, mem in (
+        ("`import libp2p`", libp2p),
+        ("the daemon's imports", imports),
+        ("daemon, empty store, idle", empty["idle"]),
+        ("daemon, empty store, after searches", empty["searched"]),
+        (f"daemon, {label} listings, idle", full["idle"]),
+        (f"daemon, {label} listings, after searches", full["searched"]),
+    ):
+        rows.append(
+            (
+                name,
+                f"{mem['rss']:.1f}",
+                f"{mem.get('anon', 0):.1f}",
+                f"{mem.get('file', 0):.1f}",
+                f"{mem['peak']:.1f}",
+            )
+        )
+    section.details.append(
+        table(("process", "RSS MiB", "anonymous", "file-backed", "peak RSS"), rows)
+        + "\n\n"
+        + f"Read {sizes.memory_idle:g} s after the daemon's control socket appeared, and"
+        f" 1 s after the searches ({'; '.join(' '.join(w) for w in SEARCHES)}), each a"
+        " separate `p2pmarket search` that the daemon answered. The daemon's imports"
+        f" are `{_IMPORTS_DAEMON}`."
+    )
+    return section
