@@ -38,7 +38,7 @@ async def run_daemon(
     try:
         node.unlock()  # fail now, not at the first write, on a wrong passphrase
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+            nursery.start_soon(_stop_on_signal, node, nursery.cancel_scope)
 
             async def network(task_status: Any) -> None:
                 await node.run(config, task_status=task_status)
@@ -74,9 +74,15 @@ def _lone_error(group: BaseExceptionGroup[BaseException]) -> P2PMarketError | No
     return None
 
 
-async def _stop_on_signal(scope: trio.CancelScope) -> None:
+async def _stop_on_signal(node: Node, scope: trio.CancelScope) -> None:
+    """The first SIGINT/SIGTERM stops the node cleanly (peers are told); if that
+    takes over 5 s, or a second signal comes, everything is cancelled."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             log.info("received %s, shutting down", signal.Signals(signum).name)
-            scope.cancel()
-            return
+            node.stop()
+            break
+        with trio.move_on_after(5):
+            async for _ in signals:
+                break
+        scope.cancel()

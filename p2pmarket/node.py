@@ -130,7 +130,6 @@ class Node:
         self._signer: Signer | None = None
         self._clock = clock
         self._network: Network | None = None
-        self._run_scope: trio.CancelScope | None = None
         self._subscribers: list[trio.MemorySendChannel[Event]] = []
         self._catalogue_due: trio.Event | None = None
         self._catalogue_seq = 0
@@ -492,26 +491,29 @@ class Node:
             peerbook=self.home.peers_file,
             now=self.now,
         )
-        with trio.CancelScope() as scope:
-            self._run_scope = scope
-            try:
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(network.run)
-                    self._network = network
-                    self._catalogue_due = trio.Event()
-                    nursery.start_soon(self._catalogue_loop)
-                    nursery.start_soon(self._announce_own)
-                    if task_status is not None:
-                        task_status.started()
-            finally:
-                self._network = None
-                self._catalogue_due = None
-                self._run_scope = None
+        try:
+            async with trio.open_nursery() as nursery:
+
+                async def network_then_the_rest(task_status: Any) -> None:
+                    await network.run(task_status=task_status)
+                    nursery.cancel_scope.cancel()  # stopped: end the node's own tasks
+
+                await nursery.start(network_then_the_rest)
+                self._network = network
+                self._catalogue_due = trio.Event()
+                nursery.start_soon(self._catalogue_loop)
+                nursery.start_soon(self._announce_own)
+                if task_status is not None:
+                    task_status.started()
+        finally:
+            self._network = None
+            self._catalogue_due = None
 
     def stop(self) -> None:
-        """Leave the network: :meth:`run` returns (connections are closed)."""
-        if self._run_scope is not None:
-            self._run_scope.cancel()
+        """Leave the network: connections are closed first, so peers see us go at
+        once, then :meth:`run` returns. Returns immediately."""
+        if self._network is not None:
+            self._network.stop()
 
     def _accept_remote(self, data: bytes, source: str) -> Verdict:
         """A record from a peer: valid and newer → stored (ACCEPT); valid but not

@@ -9,12 +9,15 @@ written atomically (write, fsync, rename) so a crash never leaves half a file.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 import msgpack
+
+log = logging.getLogger("p2pmarket.network")
 
 MIN_BACKOFF: Final = 10.0
 MAX_BACKOFF: Final = 3600.0
@@ -59,8 +62,16 @@ class PeerBook:
         return book
 
     def save(self) -> None:
+        """Write the book if it changed. A failure is logged, not raised: the book
+        is a cache, and losing it must not take the node down."""
         if not self.dirty:
             return
+        try:
+            self._write()
+        except OSError as exc:
+            log.warning("cannot save the peer book %s: %s", self.path, exc.strerror)
+
+    def _write(self) -> None:
         doc = {
             "peers": [
                 {"id": p.peer_id, "addrs": p.addrs, "seen": p.last_seen, "fail": p.failures}

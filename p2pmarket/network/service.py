@@ -179,6 +179,7 @@ class Network:
             OUTBOX_SIZE
         )
         self._dht_send, self._dht_recv = trio.open_memory_channel[tuple[str, bytes]](OUTBOX_SIZE)
+        self._stopping = trio.Event()
         self.started = 0
         self.counters: dict[str, int] = {
             "gossip_accepted": 0,
@@ -278,13 +279,24 @@ class Network:
                 nursery.start_soon(self._redial)
                 task_status.started()
                 try:
-                    await trio.sleep_forever()
+                    await self._stopping.wait()
                 finally:
-                    self._nursery = None
+                    # Reached by stop() (the clean way) or by cancellation, in
+                    # which case py-libp2p may already have abandoned some sockets.
                     await self._hang_up(host)
+                    self._nursery = None
+                nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
             self._book.save()
+
+    def stop(self) -> None:
+        """Leave the network cleanly: close every connection, then :meth:`run` returns.
+
+        Preferred to cancelling :meth:`run`: py-libp2p 0.8.1 marks a connection
+        closed when its tasks are cancelled without closing its socket, so a peer
+        of a cancelled node may not see it leave until TCP times out."""
+        self._stopping.set()
 
     @staticmethod
     async def _hang_up(host: IHost) -> None:
@@ -359,11 +371,12 @@ class Network:
 
     async def _outbox(self) -> None:
         assert self._pubsub is not None and self._gossipsub is not None
+        host = self.host
         async for data, topic_ids in self._outbox_recv:
             # py-libp2p publishes to mesh peers only: give a fresh mesh a moment.
             with trio.move_on_after(MESH_WAIT):
                 while not any(self._gossipsub.mesh.get(t) for t in topic_ids):
-                    if not self.host.get_connected_peers():
+                    if not host.get_connected_peers():
                         break
                     await trio.sleep(0.05)
             try:
@@ -438,6 +451,7 @@ class Network:
             await trio.sleep(REDIAL_EVERY)
 
     async def _connections(self, events: trio.MemoryReceiveChannel[tuple[bool, INetConn]]) -> None:
+        host = self.host  # kept: the tasks outlive `running` by a moment at shutdown
         async for is_open, conn in events:
             peer = conn.muxed_conn.peer_id
             peer_id = peer.to_base58()
@@ -448,9 +462,9 @@ class Network:
                     self._nursery_start(self._add_to_dht, peer)
                 if str(getattr(conn, "direction", "")).lower().endswith("outbound"):
                     self._book.seen(peer_id, addrs, time.time())
-                if len(self.host.get_network().get_connections(peer)) == 1:
+                if len(host.get_network().get_connections(peer)) == 1:
                     self._on_event(PeerConnected(peer_id, addrs[0] if addrs else ""))
-            elif not self.host.get_network().get_connections(peer):
+            elif not host.get_network().get_connections(peer):
                 self._limiter.forget(peer_id)
                 self._on_event(PeerDisconnected(peer_id))
 

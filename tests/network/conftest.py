@@ -144,4 +144,4 @@ async def cluster(nursery: trio.Nursery) -> AsyncIterator[Cluster]:
             for node in net.nodes:
                 await eventually(lambda node=node: not node.online)  # type: ignore[misc]
                 node.close()
-            await trio.sleep(0)
+            await trio.sleep(0.05)

@@ -46,11 +46,14 @@ class AnythingGoes(Validator):
 
 
 class RawPeer:
-    def __init__(self, host: Any, pubsub: Pubsub, gossipsub: GossipSub, dht: KadDHT) -> None:
+    def __init__(
+        self, host: Any, pubsub: Pubsub, gossipsub: GossipSub, dht: KadDHT, nursery: trio.Nursery
+    ) -> None:
         self.host = host
         self.pubsub = pubsub
         self.gossipsub = gossipsub
         self.dht = dht  # a Kademlia server in our namespaces that validates nothing
+        self._nursery = nursery
 
     @property
     def peer_id(self) -> str:
@@ -63,12 +66,17 @@ class RawPeer:
             await self.dht.add_peer(info.peer_id, skip_server_mode_check=True)
 
     async def join_mesh(self, node: Node, topic: str = topics.ALL_LISTINGS) -> None:
-        """Wait until each side has the other in its mesh for ``topic``: only then
-        does a publish reach the node (py-libp2p publishes to mesh peers only)."""
+        """Subscribe to ``topic`` and wait until each side has the other in its mesh:
+        only then does a publish reach the node (py-libp2p publishes to mesh peers
+        only). Subscribing once the node's own subscription is known grafts it at
+        once, instead of at the next heartbeat."""
         network = node._network
         assert network is not None
         theirs = ID.from_base58(node.peer_id)
         ours = self.host.get_id()
+        await eventually(lambda: theirs in self.pubsub.peer_topics.get(topic, ()))
+        if topic not in self.pubsub.topic_ids:
+            self._nursery.start_soon(_drain, await self.pubsub.subscribe(topic))
         await eventually(lambda: theirs in self.gossipsub.mesh.get(topic, ()))
         await eventually(lambda: ours in network._gossipsub.mesh.get(topic, ()))
 
@@ -86,8 +94,8 @@ async def _drain(subscription: Any) -> None:
 
 
 @asynccontextmanager
-async def raw_peer(subscribe: tuple[str, ...] = (topics.ALL_LISTINGS,)) -> AsyncIterator[RawPeer]:
-    """A running raw peer on 127.0.0.1, subscribed to ``subscribe``; stopped on exit."""
+async def raw_peer() -> AsyncIterator[RawPeer]:
+    """A running raw peer on 127.0.0.1 (it subscribes in ``join_mesh``); stopped on exit."""
     listen = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
     host = new_host(key_pair=create_new_key_pair(), listen_addrs=listen, muxer_preference="YAMUX")
     gossipsub = GossipSub(
@@ -115,7 +123,5 @@ async def raw_peer(subscribe: tuple[str, ...] = (topics.ALL_LISTINGS,)) -> Async
         trio.open_nursery() as nursery,
     ):
         await pubsub.wait_until_ready()
-        for topic in subscribe:
-            nursery.start_soon(_drain, await pubsub.subscribe(topic))
-        yield RawPeer(host, pubsub, gossipsub, dht)
+        yield RawPeer(host, pubsub, gossipsub, dht, nursery)
         nursery.cancel_scope.cancel()

@@ -77,14 +77,8 @@ async def test_a_listing_fetched_from_the_dht_is_an_event_from_dht(cluster: Clus
 # that stops the node has already begun closing a SwarmConn (trio schedules that
 # in random order), SwarmConn.close() is a no-op and the socket stays open: the
 # peer never sees us leave. Random, so not strict: it fails in about half the runs.
-STOP_MAY_LEAVE_CONNECTIONS_OPEN = pytest.mark.xfail(
-    strict=False,
-    reason="a stopped node's connection often stays open (SwarmConn.close is a no-op once "
-    "cancellation has marked it closed), so its peers never see it leave",
-)
 
 
-@STOP_MAY_LEAVE_CONNECTIONS_OPEN
 async def test_peers_connecting_and_leaving_are_events_on_both_sides(cluster: Cluster) -> None:
     (a,) = await cluster.start(1)
     async with a.events() as a_events:

@@ -7,7 +7,6 @@ port each time, so a peer that is dialled again was found through the peer book.
 
 from __future__ import annotations
 
-import pytest
 from conftest import Cluster, connect, dht_idle, dht_value, eventually, expect, settle
 
 from p2pmarket.events import PeerDisconnected
@@ -44,11 +43,6 @@ async def test_a_restarted_node_redials_its_known_peers_on_its_own(cluster: Clus
     await eventually(lambda: [p.peer_id for p in b.peers()] == [a.peer_id], timeout=5)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="a stopped node's connection often stays open (see test_events.py), so its "
-    "peers never see it leave; fails in about half the runs",
-)
 async def test_gossip_reaches_a_restarted_node_again(cluster: Cluster) -> None:
     a, b = await cluster.start(2, topology="line")
     home, peer_id = b.home.root, b.peer_id
