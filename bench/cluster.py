@@ -130,7 +130,7 @@ class Cluster:
 
     async def settle(self, timeout: float | None = None) -> float:
         """Wait until every node has a GossipSub mesh with each of its peers on the
-        topics it shares with them (up to GossipSub's lower degree), and the DHT
+        topics it shares with them (up to GossipSub's low degree D_lo), and the DHT
         puts every node makes on start (its catalogue) are done. Returns seconds."""
         started = time.perf_counter()
 
@@ -144,7 +144,8 @@ class Cluster:
                     return False
                 for topic in network.topics:
                     peers = gossipsub.pubsub.peer_topics.get(topic, set())
-                    if len(gossipsub.mesh.get(topic, set())) < min(len(peers), 4):
+                    wanted = min(len(peers), gossipsub.degree_low)
+                    if len(gossipsub.mesh.get(topic, set())) < wanted:
                         return False
             return True
 

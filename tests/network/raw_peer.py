@@ -123,5 +123,13 @@ async def raw_peer() -> AsyncIterator[RawPeer]:
         trio.open_nursery() as nursery,
     ):
         await pubsub.wait_until_ready()
-        yield RawPeer(host, pubsub, gossipsub, dht, nursery)
-        nursery.cancel_scope.cancel()
+        try:
+            yield RawPeer(host, pubsub, gossipsub, dht, nursery)
+        finally:
+            # Hang up before the services stop: py-libp2p 0.8.1's pubsub fails
+            # ("Nursery is closed to new arrivals") on a message that arrives
+            # while it shuts down.
+            with trio.move_on_after(2, shield=True):
+                for peer in list(host.get_connected_peers()):
+                    await host.disconnect(peer)
+            nursery.cancel_scope.cancel()
