@@ -285,6 +285,12 @@ def run_child(kind: str, params: Json, timeout: float) -> Json:
             result: Json = json.loads(line[len(RESULT_PREFIX) :])
             if code_ is None:
                 result["warning"] = f"the child hung on shutdown and was killed after {timeout} s"
+            elif code_ != 0:
+                errors = [x for x in stderr.splitlines() if "Error" in x or "Exception" in x]
+                last = errors[-1].strip(" |+-") if errors else f"exit status {code_}"
+                result["warning"] = (
+                    f"stopping the nodes failed after the figures were taken: {last}"
+                )
             return result
     tail = "\n".join(stderr.strip().splitlines()[-15:])
     why = f"timed out after {timeout:.0f} s" if code_ is None else f"exited with {code_}"

@@ -712,8 +712,20 @@ def connect(
 @app.command()
 def stop() -> None:
     """Stop the running daemon."""
+    import time
+
+    from p2pmarket.home import Home
+
     with _daemon() as client:
         client.stop()
+    # The daemon closes its store, then removes its socket: wait for that, so
+    # that the next command can use the home at once.
+    socket_file = Home(_home_path()).control_socket
+    deadline = time.monotonic() + 15
+    while socket_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if socket_file.exists():
+        raise P2PMarketError("the daemon was asked to stop but is still running")
     typer.echo("daemon stopped")
 
 

@@ -42,7 +42,10 @@ async def run_daemon(
 
             async def network(task_status: Any) -> None:
                 await node.run(config, task_status=task_status)
-                nursery.cancel_scope.cancel()  # node.stop() was called: shut down
+                # node.stop() was called. Close the store before the control socket
+                # goes away: a client that sees the socket gone may open the home.
+                node.close()
+                nursery.cancel_scope.cancel()
 
             await nursery.start(network)
             await nursery.start(serve, node, node.home.control_socket, NODE_METHODS)

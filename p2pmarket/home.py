@@ -22,7 +22,7 @@ from typing import Any
 from p2pmarket.errors import ConfigError, InvalidInput
 from p2pmarket.money import check_currency
 from p2pmarket.network.config import DEFAULT_LISTEN, NetworkConfig
-from p2pmarket.records import DAY, MAX_LIFETIME, MAX_LOCATION
+from p2pmarket.records import CATEGORY_RE, DAY, MAX_LIFETIME, MAX_LOCATION
 
 HOME_ENV = "P2PMARKET_HOME"
 
@@ -63,6 +63,19 @@ class Config:
                 data = {**data, key: tuple(value)}
         if not isinstance(data.get("mdns", True), bool):
             raise ConfigError(f"{origin}: mdns must be true or false")
+        # Light checks, without importing multiaddr (every command reads the
+        # config); the daemon parses the addresses fully when it starts.
+        for address in data.get("listen", ()):
+            if not address.startswith("/") or "/tcp/" not in address:
+                raise ConfigError(f"{origin}: listen {address!r} must be a TCP multiaddr")
+        for address in data.get("bootstrap", ()):
+            if not address.startswith("/") or "/p2p/" not in address:
+                raise ConfigError(
+                    f"{origin}: bootstrap {address!r} must be a multiaddr ending in /p2p/<peer id>"
+                )
+        for category in data.get("follow", ()):
+            if not CATEGORY_RE.match(category):
+                raise ConfigError(f"{origin}: follow {category!r} is not a category")
         config = cls(**data)
         if not isinstance(config.currency, str):
             raise ConfigError(f'{origin}: currency must be text, e.g. "IDR"')

@@ -75,6 +75,8 @@ Clock = Callable[[], float]
 EVENT_BUFFER = 1000
 # Listings fetched at once when reading a seller's catalogue from the DHT.
 _FETCH_CONCURRENCY = 8
+# fetch_seller returns what it has after this long (the CLI waits 60 s).
+_SELLER_DEADLINE = 45.0
 # A burst of our own changes is put in the DHT as one catalogue after this pause.
 _CATALOGUE_DELAY = 1.0
 
@@ -132,6 +134,7 @@ class Node:
         self._network: Network | None = None
         self._subscribers: list[trio.MemorySendChannel[Event]] = []
         self._catalogue_due: trio.Event | None = None
+        self._own_tasks: trio.CancelScope | None = None
         self._catalogue_seq = 0
         self.dropped_events = 0
 
@@ -501,26 +504,46 @@ class Node:
                 await nursery.start(network_then_the_rest)
                 self._network = network
                 self._catalogue_due = trio.Event()
-                nursery.start_soon(self._catalogue_loop)
-                nursery.start_soon(self._announce_own)
+                self._own_tasks = await nursery.start(self._run_own_tasks)
                 if task_status is not None:
                     task_status.started()
         finally:
             self._network = None
             self._catalogue_due = None
+            self._own_tasks = None
+
+    async def _run_own_tasks(self, task_status: Any) -> None:
+        """The node's background work while online; cancelled before the network
+        stops, so none of it runs against a network that is shutting down."""
+        import trio
+
+        with trio.CancelScope() as scope:
+            task_status.started(scope)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._catalogue_loop)
+                nursery.start_soon(self._announce_own)
 
     def stop(self) -> None:
         """Leave the network: connections are closed first, so peers see us go at
         once, then :meth:`run` returns. Returns immediately."""
+        if self._own_tasks is not None:
+            self._own_tasks.cancel()
         if self._network is not None:
             self._network.stop()
 
-    def _accept_remote(self, data: bytes, source: str) -> Verdict:
+    def _accept_remote(
+        self, data: bytes, source: str, topic_ids: tuple[str, ...] | None = None
+    ) -> Verdict:
         """A record from a peer: valid and newer → stored (ACCEPT); valid but not
-        newer → IGNORE; anything invalid → REJECT. Shared by gossip and the DHT."""
+        newer → IGNORE; anything invalid → REJECT. Shared by gossip and the DHT.
+
+        A gossiped record must also travel on exactly its own topics, so that no
+        one can push, say, a phone listing into the ``vehicles`` topic."""
         try:
             record = records.validate(data, self.now())
         except InvalidRecord:
+            return Verdict.REJECT
+        if topic_ids is not None and not _on_its_topics(record, topic_ids):
             return Verdict.REJECT
         outcome = self.store.put(record)
         if not outcome.stored:
@@ -560,7 +583,9 @@ class Node:
     def _put_catalogue(self) -> None:
         from p2pmarket.network.dht import catalogue_key
 
-        network = self._require_network()
+        network = self._network
+        if network is None or not network.running:
+            return
         now = self.now()
         mine = self.my_listings()[: records.MAX_CATALOGUE]
         self._catalogue_seq = max(self._catalogue_seq + 1, int(self._clock() * 1000))
@@ -637,7 +662,7 @@ class Node:
         data = await network.get_dht(listing_key(raw_id))
         if data is None:
             raise NotFound(f"no peer has listing {records.format_id(raw_id)} in the DHT")
-        if self._accept_remote(data, "dht") is Verdict.REJECT:
+        if self._accept_remote(data, "dht", None) is Verdict.REJECT:
             raise NotFound(f"the DHT returned an invalid record for {records.format_id(raw_id)}")
         return self.get_listing(raw_id)
 
@@ -649,6 +674,8 @@ class Node:
         from p2pmarket.network.dht import catalogue_key
 
         key = public_key_from_peer_id(seller) if isinstance(seller, str) else seller
+        if len(key) != 32:
+            raise InvalidInput("a seller is a peer id (12D3KooW…) or a 32-byte public key")
         network = self._require_network()
         data = await network.get_dht(catalogue_key(key))
         if data is None:
@@ -671,13 +698,16 @@ class Node:
 
         async def fetch(listing_id: bytes) -> None:
             async with limiter:
-                # NotFound: withdrawn or gone since the catalogue was signed.
-                with contextlib.suppress(NotFound):
+                # Gone since the catalogue was signed, or unreachable: the rest
+                # of the catalogue is still worth having.
+                with contextlib.suppress(P2PMarketError):
                     await self.fetch_listing(listing_id)
 
-        async with trio.open_nursery() as nursery:
-            for listing_id in wanted:
-                nursery.start_soon(fetch, listing_id)
+        # Within the control client's patience: what arrived by then is returned.
+        with trio.move_on_after(_SELLER_DEADLINE):
+            async with trio.open_nursery() as nursery:
+                for listing_id in wanted:
+                    nursery.start_soon(fetch, listing_id)
         return self.store.by_seller(key, self.now())
 
     def profile(self, owner: bytes | None = None) -> Profile | None:
@@ -726,6 +756,22 @@ async def open_node(
                 node.stop()
     finally:
         node.close()
+
+
+def _on_its_topics(record: Listing | Tombstone | Profile, topic_ids: tuple[str, ...]) -> bool:
+    from p2pmarket.network import topics
+
+    if isinstance(record, Profile):
+        return set(topic_ids) == {topics.PROFILES}
+    if isinstance(record, Listing):
+        return sorted(topic_ids) == sorted(topics.listing_topics(record.category))
+    # A tombstone names no category: the market-wide topic and exactly one other.
+    others = [t for t in topic_ids if t != topics.ALL_LISTINGS]
+    return (
+        len(topic_ids) == 2
+        and topics.ALL_LISTINGS in topic_ids
+        and others[0].startswith(topics.ALL_LISTINGS + "/")
+    )
 
 
 def _event(record: Listing | Tombstone | Profile, outcome: Outcome, source: Source) -> Event:

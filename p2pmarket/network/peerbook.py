@@ -56,8 +56,16 @@ class PeerBook:
                     int(item["fail"]),
                     0.0,
                 )
-                book.peers[peer.peer_id] = peer
-        except (OSError, ValueError, TypeError, KeyError, msgpack.UnpackException):
+                if peer.addrs:
+                    book.peers[peer.peer_id] = peer
+        except (
+            OSError,
+            ValueError,
+            TypeError,
+            KeyError,
+            OverflowError,
+            msgpack.UnpackException,
+        ):
             book.peers.clear()
         return book
 

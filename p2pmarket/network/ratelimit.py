@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
+
+MAX_KEYS: Final = 10_000
 
 
 @dataclass(slots=True)
@@ -31,6 +34,8 @@ class RateLimiter:
         now = self._clock()
         bucket = self._buckets.get(key)
         if bucket is None:
+            if len(self._buckets) >= MAX_KEYS:
+                self._prune(now)
             bucket = self._buckets[key] = _Bucket(self.burst, now)
         bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
         bucket.stamp = now
@@ -39,6 +44,10 @@ class RateLimiter:
         bucket.tokens -= 1
         return True
 
-    def forget(self, key: str) -> None:
-        """Drop a disconnected peer's bucket so the table does not grow forever."""
-        self._buckets.pop(key, None)
+    def _prune(self, now: float) -> None:
+        """Drop buckets that have refilled: forgetting those changes nothing. A
+        disconnected peer's bucket is kept until then, so reconnecting does not
+        buy a fresh burst."""
+        for key, bucket in list(self._buckets.items()):
+            if bucket.tokens + (now - bucket.stamp) * self.rate >= self.burst:
+                del self._buckets[key]

@@ -55,7 +55,10 @@ from p2pmarket.records import MAX_RECORD_BYTES
 
 log = logging.getLogger("p2pmarket.network")
 
-Accept = Callable[[bytes, str], Verdict]
+# accept(record bytes, source, topic ids it came on, or None from the DHT) -> Verdict
+Accept = Callable[[bytes, str, "tuple[str, ...] | None"], Verdict]
+KAD_PROTOCOL: Final = "/ipfs/kad/1.0.0"
+PENALTY_DECAY: Final = 0.99  # per second, like the score's per-heartbeat decay
 OUTBOX_SIZE: Final = 10_000
 MESH_WAIT: Final = 5.0  # how long a publish waits for a first mesh peer
 REDIAL_EVERY: Final = 5.0
@@ -149,7 +152,7 @@ class _Notifee(INotifee):
 
 class Network:
     """One libp2p host with our gossip topics and DHT namespaces. Run with
-    ``await nursery.start(network.run)``; cancel the nursery to stop."""
+    ``await nursery.start(network.run)``; :meth:`stop` leaves cleanly."""
 
     def __init__(
         self,
@@ -180,6 +183,7 @@ class Network:
         )
         self._dht_send, self._dht_recv = trio.open_memory_channel[tuple[str, bytes]](OUTBOX_SIZE)
         self._stopping = trio.Event()
+        self._penalties: dict[str, tuple[float, float]] = {}  # peer -> (amount, when)
         self.started = 0
         self.counters: dict[str, int] = {
             "gossip_accepted": 0,
@@ -232,6 +236,7 @@ class Network:
             spam_protection_enabled=False,  # see ratelimit.py
         )
         pubsub = Pubsub(host, gossipsub, msg_id_constructor=_content_id, strict_signing=True)
+        _libp2p_fixes.cache_only_successes(pubsub)
         dht = KadDHT(
             host,
             DHTMode.SERVER if config.dht_server else DHTMode.CLIENT,
@@ -265,7 +270,7 @@ class Network:
                 self._host, self._pubsub, self._gossipsub, self._dht = host, pubsub, gossipsub, dht
                 await pubsub.wait_until_ready()
                 for topic in self._topics:
-                    pubsub.set_topic_validator(topic, self._validator(topic), False)
+                    pubsub.set_topic_validator(topic, self._validator(topic, host.get_id()), False)
                     subscription = await pubsub.subscribe(topic)
                     nursery.start_soon(self._drain, subscription)
                 nursery.start_soon(self._connections, conn_recv)
@@ -313,7 +318,7 @@ class Network:
 
     # -- gossip ------------------------------------------------------------
 
-    def _validator(self, topic: str) -> Callable[[ID, rpc_pb2.Message], bool]:
+    def _validator(self, topic: str, me: ID) -> Callable[[ID, rpc_pb2.Message], bool]:
         def validate(forwarder: ID, msg: rpc_pb2.Message) -> bool:
             try:
                 verdict = judge(forwarder, msg)
@@ -329,21 +334,35 @@ class Network:
             return verdict is Verdict.ACCEPT
 
         def judge(forwarder: ID, msg: rpc_pb2.Message) -> Verdict:
-            if forwarder == self.host.get_id():
+            if forwarder == me:
                 return Verdict.ACCEPT  # our own record: stored before it was published
             if not self._limiter.allow(forwarder.to_base58()):
                 self.counters["rate_limited"] += 1
                 return Verdict.REJECT
             if len(msg.data) > MAX_RECORD_BYTES:
                 return Verdict.REJECT
-            return self._accept(bytes(msg.data), "gossip")
+            return self._accept(bytes(msg.data), "gossip", tuple(msg.topicIDs))
 
         return validate
 
-    def _penalise(self, peer: ID) -> None:
+    def _penalise(self, peer: ID, amount: float = INVALID_PENALTY) -> None:
         scorer = getattr(self._gossipsub, "scorer", None)
         if scorer is not None:
-            scorer.penalize_behavior(peer, INVALID_PENALTY)
+            scorer.penalize_behavior(peer, amount)
+        if amount is INVALID_PENALTY:  # a new offence, not a re-application
+            if len(self._penalties) >= 10_000:  # keep only debts that still count
+                now = time.monotonic()
+                self._penalties = {
+                    k: (a, t)
+                    for k, (a, t) in self._penalties.items()
+                    if a * PENALTY_DECAY ** (now - t) >= 1
+                }
+            self._penalties[peer.to_base58()] = (self._penalty(peer) + amount, time.monotonic())
+
+    def _penalty(self, peer: ID) -> float:
+        """What a peer still owes from invalid records, decayed to now."""
+        amount, since = self._penalties.get(peer.to_base58(), (0.0, 0.0))
+        return float(amount * PENALTY_DECAY ** (time.monotonic() - since))
 
     @staticmethod
     async def _drain(subscription: Any) -> None:
@@ -360,7 +379,7 @@ class Network:
             if dht_key is not None:
                 self._dht_send.send_nowait((dht_key, data))
         except trio.WouldBlock:
-            log.warning("the publish queue is full; a record will reach peers by sync")
+            log.warning("the publish queue is full; a record was not gossiped")
 
     def put_dht(self, key: str, value: bytes) -> None:
         if self.running:
@@ -371,17 +390,30 @@ class Network:
 
     async def _outbox(self) -> None:
         assert self._pubsub is not None and self._gossipsub is not None
-        host = self.host
+        host, pubsub, gossipsub = self.host, self._pubsub, self._gossipsub
+        subscribed = set(self._topics)
+
+        def reachable(topic: str) -> bool:
+            # Our own topics go to mesh peers; others through fanout, to any
+            # peer subscribed to them.
+            peers = gossipsub.mesh.get(topic) if topic in subscribed else None
+            return bool(peers or (topic not in subscribed and pubsub.peer_topics.get(topic)))
+
+        gave_up_at = -MESH_WAIT
         async for data, topic_ids in self._outbox_recv:
-            # py-libp2p publishes to mesh peers only: give a fresh mesh a moment.
-            with trio.move_on_after(MESH_WAIT):
-                while not any(self._gossipsub.mesh.get(t) for t in topic_ids):
-                    if not host.get_connected_peers():
-                        break
-                    await trio.sleep(0.05)
+            # py-libp2p publishes to mesh peers only: give a fresh mesh a moment,
+            # but not again and again when no peer wants these topics.
+            if trio.current_time() - gave_up_at > 30:
+                with trio.move_on_after(MESH_WAIT) as wait:
+                    while not any(reachable(t) for t in topic_ids):
+                        if not host.get_connected_peers():
+                            break
+                        await trio.sleep(0.05)
+                if wait.cancelled_caught:
+                    gave_up_at = trio.current_time()
             try:
                 with trio.move_on_after(10):
-                    await self._pubsub.publish(topic_ids, data)
+                    await pubsub.publish(topic_ids, data)
             except Exception:
                 log.exception("publishing a record failed")
 
@@ -459,24 +491,37 @@ class Network:
                 addrs = [str(a) for a in conn.get_transport_addresses()]
                 if self._dht is not None:
                     # KadDHT does not learn the peers we connect to by itself.
-                    self._nursery_start(self._add_to_dht, peer)
+                    self._nursery_start(self._add_to_dht, host, peer)
+                owed = self._penalty(peer)
+                if owed >= 1:
+                    self._penalise(peer, owed)  # libp2p forgot it on disconnect
                 if str(getattr(conn, "direction", "")).lower().endswith("outbound"):
                     self._book.seen(peer_id, addrs, time.time())
                 if len(host.get_network().get_connections(peer)) == 1:
                     self._on_event(PeerConnected(peer_id, addrs[0] if addrs else ""))
             elif not host.get_network().get_connections(peer):
-                self._limiter.forget(peer_id)
+                # The rate bucket is kept: reconnecting must not refill it.
                 self._on_event(PeerDisconnected(peer_id))
 
     def _nursery_start(self, fn: Callable[..., Any], *args: Any) -> None:
         if self._nursery is not None:
             self._nursery.start_soon(fn, *args)
 
-    async def _add_to_dht(self, peer: ID) -> None:
+    async def _add_to_dht(self, host: IHost, peer: ID) -> None:
+        """Add a peer to the routing table once identify shows it serves Kademlia:
+        a DHT client, or a node without a DHT, would only make lookups fail."""
         assert self._dht is not None
-        with trio.move_on_after(5):
+        with trio.move_on_after(10):
+            while True:
+                try:
+                    protocols = host.get_peerstore().get_protocols(peer)
+                except Exception:
+                    protocols = []
+                if KAD_PROTOCOL in protocols:
+                    break
+                await trio.sleep(0.1)
             try:
-                await self._dht.add_peer(peer, skip_server_mode_check=True)
+                await self._dht.add_peer(peer)
             except Exception as exc:
                 log.debug("adding %s to the routing table failed: %s", peer, exc)
 

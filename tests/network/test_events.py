@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import pytest
 import trio
+import trio.testing
 from conftest import LOOPBACK, Cluster, connect, dht_idle, eventually, expect
 
 from p2pmarket.errors import P2PMarketError
@@ -73,12 +74,6 @@ async def test_a_listing_fetched_from_the_dht_is_an_event_from_dht(cluster: Clus
         assert await expect(events, is_listing_event) == ListingAdded(listing, "dht")
 
 
-# Network._hang_up closes connections with host.disconnect(); when the cancellation
-# that stops the node has already begun closing a SwarmConn (trio schedules that
-# in random order), SwarmConn.close() is a no-op and the socket stays open: the
-# peer never sees us leave. Random, so not strict: it fails in about half the runs.
-
-
 async def test_peers_connecting_and_leaving_are_events_on_both_sides(cluster: Cluster) -> None:
     (a,) = await cluster.start(1)
     async with a.events() as a_events:
@@ -131,6 +126,30 @@ async def test_a_node_runs_in_the_embedders_own_nursery_until_stopped(cluster: C
         # The nursery closed: run() returned after stop().
         assert not node.online
         assert not node.status().online
+
+
+async def test_a_node_whose_catalogue_falls_due_while_it_stops_stops_cleanly(
+    cluster: Cluster, mock_clock: trio.testing.MockClock
+) -> None:
+    # A write schedules a catalogue put 1 s later. Real time flows; the mock
+    # clock only lets the test make that second pass at the worst moment: when
+    # the network has stopped serving but Node.run has not yet ended its tasks.
+    mock_clock.rate = 1.0
+    (peer,) = await cluster.start(1)
+    with Node.open(cluster.new_home()) as node:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run, LOOPBACK)
+            await connect(node, peer)
+            listing = node.create_listing(title="Sepeda", price=1_000_000, category=CATEGORY)
+            network = node._network
+            assert network is not None
+
+            node.stop()
+            while network.running:  # connections are being closed
+                await trio.sleep(0)
+            mock_clock.jump(1.0)  # the catalogue is due now
+        assert not node.online
+        assert node.get_listing(listing.id) == listing
 
 
 async def test_open_node_with_a_network_joins_it_for_the_block_and_closes_the_node_after(
