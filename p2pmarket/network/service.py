@@ -32,7 +32,7 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.kad_dht.utils import sort_peer_ids_by_distance
 from libp2p.peer.id import ID
-from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.score import ScoreParams, TopicScoreParams
@@ -59,6 +59,18 @@ log = logging.getLogger("p2pmarket.network")
 # accept(record bytes, source, topic ids it came on, or None from the DHT) -> Verdict
 Accept = Callable[[bytes, str, "tuple[str, ...] | None"], Verdict]
 KAD_PROTOCOL: Final = "/ipfs/kad/1.0.0"
+# Mesh degree 3 (2-4), GossipSub 1.1: py-libp2p 0.8.1 spends 3-5 ms of CPU on
+# each delivery, so reach is bounded by nodes x degree x that cost. Measured at
+# 25 nodes in one process (10 publishes): D=6 with 1.2 p50/p95 955/1453 ms;
+# D=3 with 1.2 669/2393 ms (1.2's IDONTWANT control messages cost as much as our
+# small records); D=3 with 1.1 363/535 ms; plus the DHT put delayed, 240/724 ms.
+# Three mesh peers still give every node several paths; catch-up sync (next
+# release) repairs what gossip misses.
+MESH_DEGREE: Final = 3
+MESH_DEGREE_LOW: Final = 2
+MESH_DEGREE_HIGH: Final = 4
+_GOSSIP_PROTOCOLS: Final = [PROTOCOL_ID_V11, PROTOCOL_ID]
+DHT_PUT_DELAY: Final = 2.0  # gossip first: see _dht_putter
 NEARBY_PEERS: Final = 3  # neighbours asked directly before a full DHT lookup
 NEARBY_TIMEOUT: Final = 2.0
 PENALTY_DECAY: Final = 0.99  # per second, like the score's per-heartbeat decay
@@ -184,7 +196,9 @@ class Network:
         self._outbox_send, self._outbox_recv = trio.open_memory_channel[tuple[bytes, list[str]]](
             OUTBOX_SIZE
         )
-        self._dht_send, self._dht_recv = trio.open_memory_channel[tuple[str, bytes]](OUTBOX_SIZE)
+        self._dht_send, self._dht_recv = trio.open_memory_channel[tuple[str, bytes, float]](
+            OUTBOX_SIZE
+        )
         self._stopping = trio.Event()
         self._penalties: dict[str, tuple[float, float]] = {}  # peer -> (amount, when)
         self.started = 0
@@ -229,10 +243,10 @@ class Network:
             muxer_preference="YAMUX",
         )
         gossipsub = GossipSub(
-            protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID],
-            degree=6,
-            degree_low=4,
-            degree_high=12,
+            protocols=_GOSSIP_PROTOCOLS,
+            degree=MESH_DEGREE,
+            degree_low=MESH_DEGREE_LOW,
+            degree_high=MESH_DEGREE_HIGH,
             heartbeat_interval=config.heartbeat,  # type: ignore[arg-type]
             heartbeat_initial_delay=0.1,
             score_params=_score_params(),
@@ -313,11 +327,14 @@ class Network:
         in their meshes and routing tables until TCP notices."""
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + 2
-            for peer in list(host.get_connected_peers()):
-                try:
-                    await host.disconnect(peer)
-                except Exception as exc:
-                    log.debug("closing the connection to %s failed: %s", peer, exc)
+            # Each muxed connection directly: once cancellation has marked a
+            # connection closed, host.disconnect() skips it and its socket stays open.
+            for conns in list(host.get_network().get_connections_map().values()):
+                for conn in conns:
+                    try:
+                        await conn.muxed_conn.close()
+                    except Exception as exc:
+                        log.debug("closing a connection failed: %s", exc)
 
     # -- gossip ------------------------------------------------------------
 
@@ -380,14 +397,14 @@ class Network:
         try:
             self._outbox_send.send_nowait((data, topic_ids))
             if dht_key is not None:
-                self._dht_send.send_nowait((dht_key, data))
+                self._dht_send.send_nowait((dht_key, data, trio.current_time()))
         except trio.WouldBlock:
             log.warning("the publish queue is full; a record was not gossiped")
 
     def put_dht(self, key: str, value: bytes) -> None:
         if self.running:
             try:
-                self._dht_send.send_nowait((key, value))
+                self._dht_send.send_nowait((key, value, trio.current_time()))
             except trio.WouldBlock:
                 log.warning("the DHT queue is full; dropped a put of %s", key)
 
@@ -422,7 +439,10 @@ class Network:
 
     async def _dht_putter(self) -> None:
         assert self._dht is not None
-        async for key, value in self._dht_recv:
+        async for key, value, queued in self._dht_recv:
+            # Gossip first: a DHT put opens ~100 streams, and run at once it would
+            # compete with the gossip of the same record for the CPU.
+            await trio.sleep_until(queued + DHT_PUT_DELAY)
             try:
                 with trio.move_on_after(self.config.dht_timeout) as scope:
                     await self._dht.put_value(key, value)
@@ -493,6 +513,13 @@ class Network:
         host = self.host
         if info.peer_id == host.get_id():
             raise InvalidInput("that address is this node itself")
+        if not host.get_network().get_connections(info.peer_id):
+            # Dial the address we were given. py-libp2p 0.8.1 dials only the first
+            # known TCP address of a peer, and for a while refuses to dial a peer
+            # whose addresses all failed (its "negative cache"): a stale peer-book
+            # or bootstrap address would hide the right one.
+            host.get_peerstore().clear_addrs(info.peer_id)
+            host.get_network().unblock_peer(info.peer_id)  # type: ignore[attr-defined]
         try:
             with trio.fail_after(self.config.connect_timeout):
                 await host.connect(info)

@@ -112,12 +112,6 @@ async def test_connecting_twice_to_the_same_peer_keeps_one_connection(cluster: C
     assert b.status().peers == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="py-libp2p 0.8.1 dials only the first known TCP address of a peer and then "
-    "keeps it in a negative cache: after a failed dial, connect() to the right address "
-    "fails with 'recently failed all addresses (negative cache)'",
-)
 async def test_a_peer_at_a_new_address_is_reached_right_after_its_old_address_failed(
     cluster: Cluster,
 ) -> None:
