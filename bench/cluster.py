@@ -46,6 +46,7 @@ RESULT_PREFIX: Final = "BENCH-RESULT "
 PROFILE_ENV: Final = "P2PM_BENCH_PROFILE"
 _CONNECT_CONCURRENCY: Final = 8
 _TEARDOWN_SECONDS: Final = 20.0
+_STABLE_SECONDS: Final = 1.5
 
 Json = dict[str, Any]
 _PROFILER: list[cProfile.Profile | None] = [None]
@@ -130,30 +131,46 @@ class Cluster:
 
     async def settle(self, timeout: float | None = None) -> float:
         """Wait until every node has a GossipSub mesh with each of its peers on the
-        topics it shares with them (up to GossipSub's low degree D_lo), and the DHT
-        puts every node makes on start (its catalogue) are done. Returns seconds."""
+        topics it shares with them (up to GossipSub's low degree D_lo), the DHT
+        puts every node makes on start (its catalogue) are done, and the number of
+        connections has stopped changing. Returns the seconds it took."""
         started = time.perf_counter()
 
-        def ready() -> bool:
-            for node in self.nodes:
-                network = node._network
-                assert network is not None
-                gossipsub = network._gossipsub
-                assert gossipsub is not None
-                if network.counters["dht_puts"] + network.counters["dht_put_failures"] < 1:
-                    return False
-                for topic in network.topics:
+        def meshed() -> bool:
+            for node in self._running():
+                gossipsub = node._network._gossipsub
+                for topic in node._network.topics:
                     peers = gossipsub.pubsub.peer_topics.get(topic, set())
                     wanted = min(len(peers), gossipsub.degree_low)
                     if len(gossipsub.mesh.get(topic, set())) < wanted:
                         return False
             return True
 
-        with trio.fail_after(timeout or 60 + 6 * len(self.nodes)):
-            while not ready():
+        def announced() -> bool:
+            # Once connected, a node puts its catalogue (and listings) in the DHT.
+            return all(dht_done(node) >= 1 for node in self._running())
+
+        budget = timeout or 60 + 6 * len(self.nodes)
+        with trio.fail_after(budget):
+            while not meshed():
                 await trio.sleep(0.05)
-        await trio.sleep(1.0)  # let the last heartbeats and routing-table adds pass
+        # Bounded, not required: only the current node does these start-up puts.
+        with trio.move_on_after(budget):
+            while not announced():
+                await trio.sleep(0.05)
+        # The DHT's lookups go on dialling peers for a while: wait (a bounded time)
+        # until the number of connections has not changed for a moment.
+        with trio.move_on_after(budget):
+            last, since = -1, time.perf_counter()
+            while time.perf_counter() - since < _STABLE_SECONDS:
+                now = sum(len(n._network.host.get_connected_peers()) for n in self._running())
+                if now != last:
+                    last, since = now, time.perf_counter()
+                await trio.sleep(0.1)
         return time.perf_counter() - started
+
+    def _running(self) -> list[Any]:
+        return [node for node in self.nodes if node._network is not None]
 
     def shape(self) -> Json:
         """How connected the nodes are now: connections and GossipSub mesh sizes on the
@@ -173,6 +190,13 @@ class Cluster:
             "mesh": sum(meshes) / max(1, len(meshes)),
             "mesh_max": max(meshes, default=0),
         }
+
+
+def dht_done(node: Node) -> int:
+    """DHT puts this node has finished, successfully or not."""
+    assert node._network is not None
+    counters = node._network.counters
+    return int(counters["dht_puts"] + counters["dht_put_failures"])
 
 
 @asynccontextmanager

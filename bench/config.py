@@ -18,12 +18,12 @@ class Sizes:
     search: tuple[int, ...] = (100_000, 1_000_000)
     queries_per_shape: int = 200
     coldstart_runs: int = 15
-    gossip_nodes: tuple[int, ...] = (10, 25, 50)
-    gossip_publishes: int = 20
-    dht_nodes: int = 25
+    gossip_nodes: tuple[int, ...] = (10, 25, 50)  # one network of each size
+    gossip_publishes: int = 20  # listings timed per network
+    dht_nodes: int = 25  # publishing nodes; two fetchers join them
     dht_fetches: int = 40
-    memory_listings: int = 100_000
-    memory_idle: float = 5.0
+    memory_listings: int = 100_000  # in the daemon's store
+    memory_idle: float = 5.0  # seconds idle before RSS is read
     seed: int = 1
 
 
@@ -33,10 +33,10 @@ QUICK: Final = Sizes(
     search=(5_000, 20_000),
     queries_per_shape=40,
     coldstart_runs=5,
-    gossip_nodes=(5, 10),
+    gossip_nodes=(10,),
     gossip_publishes=5,
-    dht_nodes=10,
-    dht_fetches=10,
+    dht_nodes=8,
+    dht_fetches=6,
     memory_listings=5_000,
     memory_idle=2.0,
 )

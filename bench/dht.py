@@ -26,13 +26,14 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
 from bench.cluster import (
     Json,
     cluster,
+    dht_done,
     network_config,
     phase,
     run_child,
@@ -44,6 +45,10 @@ from bench.config import Sizes
 from bench.report import table
 from bench.results import Row, Section, verdict
 from bench.stats import median, ms, ms_or_miss, percentile, percentile_or_miss
+
+if TYPE_CHECKING:
+    from p2pmarket.network.service import Network
+    from p2pmarket.node import Node
 
 TARGET_P95: Final = 0.5
 FETCHERS: Final = 2
@@ -85,9 +90,9 @@ def _notifee(counter: _StreamCounter) -> Any:
     return Notifee()
 
 
-def _dht_done(node: Any) -> int:
-    counters = node._network.counters
-    return int(counters["dht_puts"] + counters["dht_put_failures"])
+def _network(node: Node) -> Network:
+    assert node._network is not None, "the node is not running"
+    return node._network
 
 
 async def measure(params: Json, report: Callable[[Json], None]) -> None:
@@ -119,7 +124,7 @@ async def measure(params: Json, report: Callable[[Json], None]) -> None:
         counter = _StreamCounter()
         notifee = _notifee(counter)
         for node in everyone:
-            node._network.host.get_network().register_notifee(notifee)
+            _network(node).host.get_network().register_notifee(notifee)
 
         # Publish, one at a time, and wait for each listing's DHT put.
         created = []
@@ -127,7 +132,7 @@ async def measure(params: Json, report: Callable[[Json], None]) -> None:
         put_streams = []
         for _ in range(listings):
             origin = publishers[rng.randrange(n)]
-            before = _dht_done(origin)
+            before = dht_done(origin)
             streams = counter.opened
             started = time.perf_counter()
             listing = origin.create_listing(
@@ -138,7 +143,7 @@ async def measure(params: Json, report: Callable[[Json], None]) -> None:
             )
             elapsed: float | None = None
             with trio.move_on_after(PUT_TIMEOUT):
-                while _dht_done(origin) <= before:
+                while dht_done(origin) <= before:
                     await trio.sleep(0.01)
                 elapsed = time.perf_counter() - started
             puts.append(elapsed)
@@ -146,21 +151,21 @@ async def measure(params: Json, report: Callable[[Json], None]) -> None:
             created.append(listing)
             await trio.sleep(1.5)  # the catalogue put follows a second later
         phase("listings put")
-        # Wait for the catalogue puts: no DHT put finishing for two seconds.
+        # Wait for the catalogue puts: no DHT put finishing for a moment.
         with trio.move_on_after(PUT_TIMEOUT):
             last, quiet = -1, 0.0
-            while quiet < 2.0:
-                total = sum(_dht_done(node) for node in everyone)
+            while quiet < 1.5:
+                total = sum(dht_done(node) for node in everyone)
                 quiet = quiet + 0.1 if total == last else 0.0
                 last = total
                 await trio.sleep(0.1)
         result["put_failures"] = sum(
-            node._network.counters["dht_put_failures"] for node in everyone
+            _network(node).counters["dht_put_failures"] for node in everyone
         )
 
         idle = time.process_time()
-        await trio.sleep(2.0)
-        idle_cpu = (time.process_time() - idle) / 2.0
+        await trio.sleep(1.0)
+        idle_cpu = time.process_time() - idle
         result["idle_cpu_per_second"] = idle_cpu
 
         phase("fetching")
@@ -173,7 +178,8 @@ async def measure(params: Json, report: Callable[[Json], None]) -> None:
             rng.shuffle(order)
             for listing in order:
                 key = listing_key(listing.id).encode()
-                dht = fetcher._network._dht
+                dht = _network(fetcher)._dht
+                assert dht is not None
                 if dht.value_store.has(key):
                     dht.value_store.remove(key)
                     held_locally += 1
@@ -240,7 +246,7 @@ def run(sizes: Sizes, data_dir: Path) -> Section:
     )
     if misses:
         ours += f" ({misses} of {len(trials)} not found in {FETCH_TIMEOUT:g} s)"
-    section = Section(f"DHT fetch by id ({total} nodes in one process, degree ~3)")
+    section = Section(f"DHT fetch by id ({total} nodes in one process, linked at degree ~3)")
     section.rows.append(
         Row(
             f"`Node.fetch_listing(id)` across {total} nodes ({len(trials)} fetches)",

@@ -38,6 +38,7 @@ import trio
 from bench.cluster import (
     Json,
     cluster,
+    dht_done,
     hops_from,
     phase,
     run_child,
@@ -59,11 +60,6 @@ DHT_SETTLE_TIMEOUT: Final = 30.0
 def _word(rng: random.Random) -> str:
     """A title word no other listing has (letters only, so it is one token)."""
     return "zq" + "".join(rng.choice(string.ascii_lowercase) for _ in range(10))
-
-
-def _dht_done(network: Any) -> int:
-    counters = network.counters
-    return int(counters["dht_puts"] + counters["dht_put_failures"])
 
 
 async def measure(params: Json, report: Callable[[Json], None]) -> None:
@@ -109,14 +105,10 @@ async def measure(params: Json, report: Callable[[Json], None]) -> None:
         async with trio.open_nursery() as watchers:
             for index, node in enumerate(nodes):
                 await watchers.start(watch, index, node)
-            idle_cpu = time.process_time()
-            await trio.sleep(2.0)
-            result["idle_cpu_per_second"] = (time.process_time() - idle_cpu) / 2.0
             start_profiling()
             for _ in range(publishes):
                 origin = rng.randrange(n)
-                network = nodes[origin]._network
-                dht_before = _dht_done(network)
+                dht_before = dht_done(nodes[origin])
                 word = _word(rng)
                 cpu = time.process_time()
                 started = time.perf_counter()
@@ -134,7 +126,7 @@ async def measure(params: Json, report: Callable[[Json], None]) -> None:
                 cpu = time.process_time() - cpu
                 # Not measured: the listing's DHT put and the catalogue put after it.
                 with trio.move_on_after(DHT_SETTLE_TIMEOUT):
-                    while _dht_done(network) < dht_before + 2:
+                    while dht_done(nodes[origin]) < dht_before + 2:
                         await trio.sleep(0.02)
                 hops = hops_from(origin, n, edges)
                 trials.append(
@@ -270,9 +262,8 @@ def run(sizes: Sizes, data_dir: Path) -> Section:
         params = {"nodes": n, "publishes": sizes.gossip_publishes, "seed": sizes.seed}
         budget = 180 + n * 4 + sizes.gossip_publishes * (PUBLISH_TIMEOUT + DHT_SETTLE_TIMEOUT)
         results.append(run_child("gossip", params, timeout=budget))
-    section = Section(
-        f"Gossip reach ({', '.join(map(str, sizes.gossip_nodes))} nodes in one process, degree ~3)"
-    )
+    sizes_text = ", ".join(map(str, sizes.gossip_nodes))
+    section = Section(f"Gossip reach ({sizes_text} nodes in one process, linked at degree ~3)")
     for result in results:
         section.rows.append(_row(result, sizes.gossip_publishes))
     section.details.append(_details(results))

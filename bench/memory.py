@@ -74,16 +74,26 @@ def _env() -> dict[str, str]:
     }
 
 
-def import_memory(code: str) -> Mem:
-    """Memory of an interpreter that ran ``code`` (imports) and nothing else."""
-    out = subprocess.run(
-        [sys.executable, "-c", code + _STATUS_PROBE],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        check=True,
-    ).stdout
-    return parse_status(out)
+def import_memory(*codes: str) -> list[Mem]:
+    """Memory of interpreters that ran each of ``codes`` (imports) and nothing else;
+    they run at the same time."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code + _STATUS_PROBE],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+        )
+        for code in codes
+    ]
+    found = []
+    for code, proc in zip(codes, procs, strict=True):
+        out, err = proc.communicate(timeout=120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"`python -c {code!r}` failed: {err[-1000:]}")
+        found.append(parse_status(out))
+    return found
 
 
 def _cli() -> Path:
@@ -121,7 +131,7 @@ def daemon_memory(home: Path, idle: float) -> dict[str, Mem]:
                     env=_env(),
                     check=True,
                 )
-            time.sleep(1.0)
+            time.sleep(0.5)
             searched = process_memory(proc.pid)
         finally:
             proc.send_signal(signal.SIGINT)
@@ -140,8 +150,7 @@ def _mib(mem: Mem) -> str:
 def run(sizes: Sizes, data_dir: Path) -> Section:
     ds = dataset(sizes.memory_listings, sizes.seed, data_dir)
     built = our_home(ds, data_dir).path
-    libp2p = import_memory(_IMPORTS_LIBP2P)
-    imports = import_memory(_IMPORTS_DAEMON)
+    libp2p, imports = import_memory(_IMPORTS_LIBP2P, _IMPORTS_DAEMON)
     # A short root: the daemon's Unix socket path must stay under ~107 bytes.
     with tempfile.TemporaryDirectory(prefix="p2pm-mem-", dir="/tmp") as root:
         empty_home = Path(root) / "empty"
@@ -196,7 +205,7 @@ def run(sizes: Sizes, data_dir: Path) -> Section:
         table(("process", "RSS MiB", "anonymous", "file-backed", "peak RSS"), rows)
         + "\n\n"
         + f"Read {sizes.memory_idle:g} s after the daemon's control socket appeared, and"
-        f" 1 s after the searches ({'; '.join(' '.join(w) for w in SEARCHES)}), each a"
+        f" 0.5 s after the searches ({'; '.join(' '.join(w) for w in SEARCHES)}), each a"
         " separate `p2pmarket search` that the daemon answered. The daemon's imports"
         f" are `{_IMPORTS_DAEMON}`."
     )

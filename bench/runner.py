@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final, TextIO
 
@@ -26,19 +26,19 @@ BENCHMARKS: Final[dict[str, Callable[[Sizes, Path], Section]]] = {
 def run(
     *,
     quick: bool = False,
-    only: str | None = None,
+    only: str | Sequence[str] | None = None,
     sizes: Sizes | None = None,
     data_dir: Path | None = None,
     out: TextIO | None = None,
 ) -> list[Section]:
-    """Run ``only`` one benchmark or all; print the report to ``out`` (stdout).
+    """Run ``only`` the named benchmark(s), or all; print the report to ``out`` (stdout).
 
     BENCHMARKS.md is rewritten only by a complete full-size run, so that a quick
     or partial run can never replace the published figures.
     """
     chosen = sizes or (QUICK if quick else FULL)
     folder = data_dir or DATA_DIR
-    names = [only] if only else list(BENCHMARKS)
+    names = [only] if isinstance(only, str) else list(only or BENCHMARKS)
     described = machine.describe()  # before the run: the load average is the machine's own
     sources = machine.source_hash()
     started = time.perf_counter()
