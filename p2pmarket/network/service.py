@@ -59,16 +59,15 @@ log = logging.getLogger("p2pmarket.network")
 # accept(record bytes, source, topic ids it came on, or None from the DHT) -> Verdict
 Accept = Callable[[bytes, str, "tuple[str, ...] | None"], Verdict]
 KAD_PROTOCOL: Final = "/ipfs/kad/1.0.0"
-# Mesh degree 3 (2-4), GossipSub 1.1: py-libp2p 0.8.1 spends 3-5 ms of CPU on
-# each delivery, so reach is bounded by nodes x degree x that cost. Measured at
-# 25 nodes in one process (10 publishes): D=6 with 1.2 p50/p95 955/1453 ms;
-# D=3 with 1.2 669/2393 ms (1.2's IDONTWANT control messages cost as much as our
-# small records); D=3 with 1.1 363/535 ms; plus the DHT put delayed, 240/724 ms.
-# Three mesh peers still give every node several paths; catch-up sync (next
-# release) repairs what gossip misses.
-MESH_DEGREE: Final = 3
-MESH_DEGREE_LOW: Final = 2
-MESH_DEGREE_HIGH: Final = 4
+# GossipSub 1.1 with the spec's mesh degree. py-libp2p 0.8.1 spends 3-5 ms of CPU
+# on each delivery, so in one process reach is bounded by nodes x degree x that
+# cost. Measured (bench gossip, one process): at 25 nodes, 1.2 with D=6 gave
+# p50/p95 955/1453 ms, 1.1 with D=6 321/623 ms: 1.2's IDONTWANT control messages
+# cost as much as our small records. D=3 was faster still at 25 nodes but lost
+# messages for seconds at 10 (5 of 20 publishes missed a node for > 15 s).
+MESH_DEGREE: Final = 6
+MESH_DEGREE_LOW: Final = 4
+MESH_DEGREE_HIGH: Final = 12
 _GOSSIP_PROTOCOLS: Final = [PROTOCOL_ID_V11, PROTOCOL_ID]
 DHT_PUT_DELAY: Final = 2.0  # gossip first: see _dht_putter
 NEARBY_PEERS: Final = 3  # neighbours asked directly before a full DHT lookup
