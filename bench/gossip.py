@@ -85,6 +85,9 @@ async def measure(params: Json, report: Callable[[Json], None]) -> None:
         phase("settled")
         result["edges"] = len(edges)
         result["shape_start"] = net.shape()
+        result["startup_put_failures"] = sum(
+            node._network.counters["dht_put_failures"] for node in net.nodes if node._network
+        )
         nodes = net.nodes
 
         arrivals: dict[bytes, dict[int, float]] = {}
@@ -204,6 +207,7 @@ def _details(results: list[Json]) -> str:
         "DHT puts done p50",
         "start · link · settle",
         "stream open · RTT p50",
+        "DHT put failures: start-up · publishing",
         "rate-limited · rejected · dropped events",
     )
     rows = []
@@ -232,6 +236,8 @@ def _details(results: list[Json]) -> str:
                 ms(median([t["dht_done"] for t in trials])),
                 f"{r['start_seconds']:.1f} · {r['link_seconds']:.1f} · {r['settle_seconds']:.1f} s",
                 f"{ms(r['stream']['open'])} · {ms(median(r['stream']['round_trips']))}",
+                f"{r['startup_put_failures']} of {r['nodes']} ·"
+                f" {c['dht_put_failures'] - r['startup_put_failures']} of {2 * len(trials)}",
                 f"{c['rate_limited']} · {c['gossip_rejected']} · {r['dropped_events']}",
             )
         )
@@ -248,7 +254,10 @@ def _details(results: list[Json]) -> str:
         ' connecting them, and waiting for meshes and the start-up DHT puts. "links given"'
         ' is the degree of the topology the nodes were connected in; "peers" and'
         ' "mesh" are what each node had after the publishes: connected peers, and'
-        " GossipSub mesh peers on the market-wide topic.",
+        " GossipSub mesh peers on the market-wide topic. DHT put failures: of the"
+        " catalogue put each node makes once connected, and of the two puts (listing,"
+        " catalogue) each publish makes; a put fails when it is not done in"
+        " `NetworkConfig.dht_timeout` (20 s).",
     ]
     for r in results:
         if "warning" in r:
