@@ -16,12 +16,14 @@ a hang on shutdown loses nothing.
 
 from __future__ import annotations
 
+import contextlib
 import cProfile
 import importlib
 import json
 import logging
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,6 +49,7 @@ PROFILE_ENV: Final = "P2PM_BENCH_PROFILE"
 _CONNECT_CONCURRENCY: Final = 8
 _TEARDOWN_SECONDS: Final = 20.0
 _STABLE_SECONDS: Final = 1.5
+_TEMP_PREFIX: Final = "p2pm-bench-"
 
 Json = dict[str, Any]
 _PROFILER: list[cProfile.Profile | None] = [None]
@@ -200,12 +203,16 @@ def dht_done(node: Node) -> int:
 
 
 @asynccontextmanager
-async def cluster() -> AsyncIterator[Cluster]:
-    """A cluster in a temporary directory; nodes are stopped and closed on exit."""
-    # A short root: a daemon's Unix socket path must stay under ~107 bytes.
-    with tempfile.TemporaryDirectory(prefix="p2pm-bench-", dir="/tmp") as root:
+async def cluster(root: Path | None = None) -> AsyncIterator[Cluster]:
+    """A cluster whose homes live in ``root`` (a new temporary directory if None);
+    nodes are stopped and closed on exit."""
+    with contextlib.ExitStack() as stack:
+        if root is None:
+            # A short root: a daemon's Unix socket path must stay under ~107 bytes.
+            temporary = tempfile.TemporaryDirectory(prefix=_TEMP_PREFIX, dir="/tmp")
+            root = Path(stack.enter_context(temporary))
         async with trio.open_nursery() as nursery:
-            net = Cluster(Path(root), nursery)
+            net = Cluster(root, nursery)
             try:
                 yield net
             finally:
@@ -289,8 +296,17 @@ async def stream_round_trips(a: Node, b: Node, rounds: int = 50, size: int = 64)
 
 
 def run_child(kind: str, params: Json, timeout: float) -> Json:
-    """Run ``bench.<kind>.measure(params, report)`` in a fresh interpreter; its figures, or an error
-    saying why not (a child past ``timeout`` is killed)."""
+    """Run ``bench.<kind>.measure(params, report)`` in a fresh interpreter; its
+    figures, or an error saying why not (a child past ``timeout`` is killed)."""
+    # The parent owns the nodes' homes, so they are removed even if the child is killed.
+    root = tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir="/tmp")
+    try:
+        return _run_child(kind, {**params, "root": root}, timeout)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _run_child(kind: str, params: Json, timeout: float) -> Json:
     code = "from bench.cluster import child_main; child_main()"
     argv = [sys.executable, "-c", code, kind, json.dumps(params)]
     env = {k: v for k, v in os.environ.items() if k not in ("P2PMARKET_HOME",)}

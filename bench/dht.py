@@ -104,7 +104,8 @@ async def measure(params: Json, report: Callable[[Json], None]) -> None:
     listings = max(1, fetches // FETCHERS)
     rng = random.Random(f"dht:{params['seed']}:{n}")
     result: Json = {"nodes": n, "fetchers": FETCHERS, "listings": listings}
-    async with cluster() as net:
+    root = params.get("root")
+    async with cluster(Path(root) if root else None) as net:
         began = time.perf_counter()
         publishers = [await net.start_node() for _ in range(n)]
         fetchers = [

@@ -15,10 +15,11 @@ it, so the time includes handing the event to the program. After the last
 publish every node is searched for every listing's unique title word.
 
 Publishes are measured one at a time: the next one starts 0.3 s after the DHT
-work of the previous one (its listing put and the catalogue put that follows a
-second later) is done, so that one publish is not slowed by the DHT work of the
-one before. In one process all N nodes share one core, which a real network does
-not, so the figure is pessimistic for the time it takes to reach N machines.
+work of the previous one is done (the node puts the listing and then the seller's
+catalogue in the DHT, shortly after gossiping it), so that one publish is not
+slowed by the DHT work of the one before. In one process all N nodes share one
+core, which a real network does not, so the figure is pessimistic for the time it
+takes to reach N machines.
 
 The baseline is a direct stream round trip between two neighbouring hosts of the
 same run: 64 bytes written and echoed back on an open libp2p stream.
@@ -71,7 +72,8 @@ async def measure(params: Json, report: Callable[[Json], None]) -> None:
     timeout: float = params.get("timeout", PUBLISH_TIMEOUT)
     rng = random.Random(f"gossip:{params['seed']}:{n}")
     result: Json = {"nodes": n}
-    async with cluster() as net:
+    root = params.get("root")
+    async with cluster(Path(root) if root else None) as net:
         began = time.perf_counter()
         for _ in range(n):
             await net.start_node()
@@ -246,8 +248,8 @@ def _details(results: list[Json]) -> str:
         "",
         'All nodes run in one process on loopback, so they share one core: "CPU per'
         ' publish" is the process CPU time from `create_listing` until the last node'
-        " had the listing (every node's share of the gossip, plus the publisher's DHT"
-        ' put running at the same time). "First peer" is when the first other node'
+        " had the listing (every node's share of the gossip, and any DHT work of the"
+        ' publish that overlaps it). "First peer" is when the first other node'
         ' had it; "DHT puts done" is when the publisher\'s listing and catalogue puts'
         ' had finished (the next publish waits for them). "max hops" is the'
         " publisher's eccentricity in the topology. Setup seconds: starting the nodes,"
