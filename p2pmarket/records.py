@@ -544,24 +544,26 @@ def decode_signed(data: bytes, now: int) -> tuple[Record, bytes]:
 
 def validate(data: bytes, now: int) -> Record:
     """Decode ``data`` and check every rule, the signature included."""
-    # Imported here so that read-only paths that only decode trusted bytes from
-    # the local store do not load libsodium.
-    from p2pmarket.crypto.signing import verify
-
-    record = decode(data, now)
-    if not verify(author(record), signed_message(record), record.signature):
-        raise InvalidRecord("sig", f"the {_type_name(record)}'s signature does not verify")
-    return record
+    return _verified(decode(data, now))
 
 
 def validate_catalogue(data: bytes, now: int) -> Catalogue:
     """Decode a seller's catalogue and check every rule, the signature included."""
-    from p2pmarket.crypto.signing import verify
-
     record = _parse(data, now, {"catalogue": _catalogue})[0]
     assert isinstance(record, Catalogue)
-    if not verify(record.seller, signed_message(record), record.signature):
-        raise InvalidRecord("sig", "the catalogue's signature does not verify")
+    return _verified(record)
+
+
+_V = TypeVar("_V", Record, Catalogue)
+
+
+def _verified(record: _V) -> _V:
+    # Imported here so that read-only paths that only decode trusted bytes from
+    # the local store do not load libsodium.
+    from p2pmarket.crypto.signing import verify
+
+    if not verify(author(record), signed_message(record), record.signature):
+        raise InvalidRecord("sig", f"the {_type_name(record)}'s signature does not verify")
     return record
 
 

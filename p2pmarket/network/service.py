@@ -22,7 +22,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import multiaddr  # type: ignore[import-untyped]
 import trio
@@ -563,7 +563,7 @@ class Network:
                 owed = self._penalty(peer)
                 if owed >= 1:
                     self._penalise(peer, owed)  # libp2p forgot it on disconnect
-                if str(getattr(conn, "direction", "")).lower().endswith("outbound"):
+                if _direction(conn) == "outbound":
                     self._book.seen(peer_id, addrs, time.time())
                 if len(host.get_network().get_connections(peer)) == 1:
                     self._on_event(PeerConnected(peer_id, addrs[0] if addrs else ""))
@@ -592,13 +592,7 @@ class Network:
     def _peer_info(self, peer: ID) -> PeerInfo:
         conns = self.host.get_network().get_connections(peer)
         addrs = tuple(str(a) for c in conns for a in c.get_transport_addresses())
-        direction = "unknown"
-        if conns:
-            text = str(getattr(conns[0], "direction", "")).lower()
-            direction = (
-                "outbound" if "outbound" in text else "inbound" if "inbound" in text else direction
-            )
-        return PeerInfo(peer.to_base58(), addrs, direction)  # type: ignore[arg-type]
+        return PeerInfo(peer.to_base58(), addrs, _direction(conns[0]) if conns else "unknown")
 
     def peers(self) -> list[PeerInfo]:
         return [self._peer_info(p) for p in self.host.get_connected_peers()]
@@ -622,6 +616,11 @@ class Network:
         if scorer is None:
             return 0.0
         return float(scorer.score(ID.from_base58(peer_id), list(self._topics)))
+
+
+def _direction(conn: INetConn) -> Literal["inbound", "outbound", "unknown"]:
+    text = str(getattr(conn, "direction", "")).lower()  # a libp2p Direction enum
+    return "outbound" if "outbound" in text else "inbound" if "inbound" in text else "unknown"
 
 
 def _protocols(host: IHost, peer: ID) -> list[str]:
