@@ -12,7 +12,7 @@ from typing import Literal, TypeAlias
 
 from p2pmarket.records import Listing, Profile, Tombstone
 
-Source: TypeAlias = Literal["local", "gossip", "dht", "import"]
+Source: TypeAlias = Literal["local", "gossip", "dht", "import", "sync"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +85,39 @@ class NodeStatus:
     peers: int = 0
     cached_listings: int = 0
     topics: tuple[str, ...] = ()
-    sync: str = "gossip only"  # catch-up sync arrives with its own release
+    sync: SyncStatus | None = None
     started: int = 0  # Unix time the network started, 0 when offline
     extra: dict[str, int] = field(default_factory=dict)  # counters: dropped, penalised…
+
+
+@dataclass(frozen=True, slots=True)
+class SyncProgress:
+    """One sync session with one peer, as it stands."""
+
+    peer_id: str
+    role: Literal["initiator", "responder"]
+    phase: Literal["reconciling", "fetching", "done", "failed"]
+    known: int = 0  # records the peer holds that we lack or hold older
+    fetched: int = 0  # of those, stored (or already arrived by gossip)
+    rejected: int = 0  # invalid or not what was asked for
+    missing: int = 0  # asked for but no longer held by the peer
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    started: float = 0.0  # Unix time
+    finished: float = 0.0  # Unix time, 0 while running
+    error: str = ""  # why it failed
+
+    @property
+    def active(self) -> bool:
+        return self.phase in ("reconciling", "fetching")
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStatus:
+    """The catch-up sync as a whole: what ``status`` and ``sync`` show."""
+
+    syncing: bool  # a session is running
+    first_sync: bool  # no sync has ever completed in this home, and one is running
+    last_sync: int  # Unix time the last session completed, 0 for never
+    synced_peers: int  # distinct peers synced with since the node started
+    sessions: tuple[SyncProgress, ...] = ()  # running ones, then the latest finished

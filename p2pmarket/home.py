@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,8 @@ class Config:
     bootstrap: tuple[str, ...] = ()  # multiaddrs (with /p2p/<id>) dialled at start
     mdns: bool = True  # find peers on the local network
     follow: tuple[str, ...] = ()  # categories to follow; empty means all
+    max_listings: int = 1_000_000  # cache cap: past it the oldest others' listings go
+    sync_minutes: int = 10  # catch up with one peer this often (0: only on connect)
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any], origin: str) -> Config:
@@ -90,19 +92,19 @@ class Config:
         days = config.listing_days
         if type(days) is not int or not 1 <= days <= MAX_LIFETIME // DAY:
             raise ConfigError(f"{origin}: listing_days must be a whole number from 1 to 90")
-        return cls(
-            check_currency(config.currency),
-            config.location,
-            days,
-            config.listen,
-            config.bootstrap,
-            config.mdns,
-            config.follow,
-        )
+        for key, low in (("max_listings", 1000), ("sync_minutes", 0)):
+            value = getattr(config, key)
+            if type(value) is not int or not low <= value <= 10**9:
+                raise ConfigError(f"{origin}: {key} must be a whole number of at least {low}")
+        return replace(config, currency=check_currency(config.currency))
 
     def network(self) -> NetworkConfig:
         return NetworkConfig(
-            listen=self.listen, bootstrap=self.bootstrap, mdns=self.mdns, follow=self.follow
+            listen=self.listen,
+            bootstrap=self.bootstrap,
+            mdns=self.mdns,
+            follow=self.follow,
+            sync_interval=self.sync_minutes * 60.0,
         )
 
 

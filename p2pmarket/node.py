@@ -49,6 +49,8 @@ from p2pmarket.events import (
     PeerInfo,
     ProfileUpdated,
     Source,
+    SyncProgress,
+    SyncStatus,
 )
 from p2pmarket.home import Config, Home, default_home
 from p2pmarket.money import MAX_MINOR_UNITS
@@ -60,6 +62,7 @@ from p2pmarket.text import tokens
 if TYPE_CHECKING:
     import trio
 
+    from p2pmarket.catchup import CatchUp
     from p2pmarket.crypto.signing import Signer
     from p2pmarket.ingest import IngestReport
     from p2pmarket.network.service import Network
@@ -79,6 +82,8 @@ _FETCH_CONCURRENCY = 8
 _SELLER_DEADLINE = 45.0
 # A burst of our own changes is put in the DHT as one catalogue after this pause.
 _CATALOGUE_DELAY = 1.0
+# While online, expired records are collected (and the cache cap kept) this often.
+_UPKEEP_EVERY = 600.0
 
 
 def _resolve_home(home: str | os.PathLike[str] | None) -> Home:
@@ -136,6 +141,7 @@ class Node:
         self._catalogue_due: trio.Event | None = None
         self._own_tasks: trio.CancelScope | None = None
         self._catalogue_seq = 0
+        self._catchup: CatchUp | None = None
         self.dropped_events = 0
 
     @classmethod
@@ -486,6 +492,15 @@ class Node:
         if self._network is not None:
             raise P2PMarketError("this node's network is already running")
         signer = self._signer_or_unlock()
+        from p2pmarket.catchup import CatchUp
+
+        self._catchup = CatchUp(
+            self.store,
+            now=self.now,
+            own_key=self.public_key,
+            max_listings=self.config.max_listings,
+            announce=lambda record, outcome: self._announce(record, outcome, "sync"),
+        )
         network = Network(
             signer.seed(),
             config or self.network_config(),
@@ -493,6 +508,8 @@ class Node:
             on_event=self._emit,
             peerbook=self.home.peers_file,
             now=self.now,
+            sync=self._catchup,
+            on_synced=self._on_synced,
         )
         try:
             async with trio.open_nursery() as nursery:
@@ -522,6 +539,7 @@ class Node:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._catalogue_loop)
                 nursery.start_soon(self._announce_own)
+                nursery.start_soon(self._upkeep)
 
     def stop(self) -> None:
         """Leave the network: connections are closed first, so peers see us go at
@@ -638,10 +656,54 @@ class Node:
     def peers(self) -> list[PeerInfo]:
         return self._require_network().peers()
 
+    async def sync(self, peer: str | None = None) -> list[SyncProgress]:
+        """Catch up with one connected peer (a peer id), or with all of them, and
+        wait until done. Both sides end with the newer of each record."""
+        return await self._require_network().sync_now(peer)
+
+    def start_sync(self, peer: str | None = None) -> list[str]:
+        """:meth:`sync` without waiting: returns the peers being synced with;
+        follow them with :meth:`sync_status`."""
+        return self._require_network().start_sync(peer)
+
+    def sync_status(self) -> SyncStatus:
+        network = self._network
+        service = network.sync if network is not None and network.running else None
+        last = self.store.last_synced
+        if service is None:
+            return SyncStatus(False, False, last, 0)
+        return SyncStatus(
+            syncing=service.syncing,
+            first_sync=service.syncing and last == 0,
+            last_sync=last,
+            synced_peers=len(service.synced_peers),
+            sessions=service.sessions(),
+        )
+
+    def _on_synced(self, progress: SyncProgress) -> None:
+        if progress.phase == "done" and self._store is not None:
+            self.store.mark_synced(int(progress.finished))
+
+    async def _upkeep(self) -> None:
+        """Collect expired records and keep the cache under its cap, now and then."""
+        import trio
+
+        while True:
+            while self.store.collect_expired(self.now(), limit=_GC_STEP):
+                await trio.sleep(0)  # in steps, so gossip is not held up
+            if self._catchup is not None:
+                self._catchup.keep_within_cap()
+            await trio.sleep(_UPKEEP_EVERY)
+
     def status(self) -> NodeStatus:
         network = self._network
         if network is None or not network.running:
-            return NodeStatus(self.peer_id, False, cached_listings=self.store.listing_count)
+            return NodeStatus(
+                self.peer_id,
+                False,
+                cached_listings=self.store.listing_count,
+                sync=self.sync_status(),
+            )
         return NodeStatus(
             peer_id=self.peer_id,
             online=True,
@@ -649,6 +711,7 @@ class Node:
             peers=len(network.host.get_connected_peers()),
             cached_listings=self.store.listing_count,
             topics=network.topics,
+            sync=self.sync_status(),
             started=network.started,
             extra={**network.counters, "dropped_events": self.dropped_events},
         )

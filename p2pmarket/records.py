@@ -77,6 +77,18 @@ def listing_id(seller: bytes, nonce: bytes) -> bytes:
     return hashlib.blake2b(_ID_DOMAIN + seller + nonce, digest_size=16).digest()
 
 
+# Sync keys name a record in the set that catch-up sync reconciles: a listing and
+# its tombstone share one, a profile has its owner's.
+SYNC_LISTING: Final = b"L"
+SYNC_PROFILE: Final = b"F"
+
+
+def sync_key(record: Listing | Tombstone | Profile) -> bytes:
+    if isinstance(record, Profile):
+        return SYNC_PROFILE + record.owner
+    return SYNC_LISTING + record.id
+
+
 def format_id(raw: bytes) -> str:
     return base64.b32encode(raw).decode("ascii").rstrip("=").lower()
 

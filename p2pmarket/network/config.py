@@ -36,3 +36,5 @@ class NetworkConfig:
     dht_server: bool = True
     connect_timeout: float = 10.0
     dht_timeout: float = 20.0
+    sync_on_connect: bool = True  # catch up with each peer we dial
+    sync_interval: float = 600.0  # …and with one peer this often, seconds

@@ -15,6 +15,7 @@ path.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import logging
@@ -40,7 +41,7 @@ from libp2p.records.validator import NamespacedValidator
 from libp2p.tools.anyio_service import background_trio_service
 
 from p2pmarket.errors import InvalidInput, NetworkError, P2PMarketError
-from p2pmarket.events import Event, PeerConnected, PeerDisconnected, PeerInfo
+from p2pmarket.events import Event, PeerConnected, PeerDisconnected, PeerInfo, SyncProgress
 from p2pmarket.network import _libp2p_fixes, topics
 from p2pmarket.network.addresses import parse_peer_address
 from p2pmarket.network.config import NetworkConfig, Verdict
@@ -52,6 +53,7 @@ from p2pmarket.network.dht import (
 )
 from p2pmarket.network.peerbook import PeerBook
 from p2pmarket.network.ratelimit import RateLimiter
+from p2pmarket.network.sync import RECONCILE_PROTOCOL, SyncService, SyncSource
 from p2pmarket.records import MAX_RECORD_BYTES
 
 log = logging.getLogger("p2pmarket.network")
@@ -77,6 +79,8 @@ OUTBOX_SIZE: Final = 10_000
 MESH_WAIT: Final = 5.0  # how long a publish waits for a first mesh peer
 REDIAL_EVERY: Final = 5.0
 DHT_PUT_CONCURRENCY: Final = 4
+SYNC_CONCURRENCY: Final = 3  # sessions we start at once on new connections
+SYNC_PENALTY: Final = 50.0  # a peer that lies in sync: at once below publish
 _COUNTER: Final = {
     Verdict.ACCEPT: "gossip_accepted",
     Verdict.IGNORE: "gossip_ignored",
@@ -177,6 +181,8 @@ class Network:
         on_event: Callable[[Event], None],
         peerbook: Path,
         now: Callable[[], int],
+        sync: SyncSource | None = None,
+        on_synced: Callable[[SyncProgress], None] = lambda _: None,
     ) -> None:
         self.config = config
         self._seed = seed
@@ -200,6 +206,11 @@ class Network:
         )
         self._stopping = trio.Event()
         self._penalties: dict[str, tuple[float, float]] = {}  # peer -> (amount, when)
+        self._sync_source = sync
+        self._on_synced = on_synced
+        self._sync_limiter = trio.CapacityLimiter(SYNC_CONCURRENCY)
+        self._last_synced: dict[str, float] = {}  # peer -> monotonic time of last start
+        self.sync: SyncService | None = None
         self.started = 0
         self.counters: dict[str, int] = {
             "gossip_accepted": 0,
@@ -208,6 +219,7 @@ class Network:
             "rate_limited": 0,
             "dht_puts": 0,
             "dht_put_failures": 0,
+            "sync_violations": 0,
         }
 
     @staticmethod
@@ -284,6 +296,10 @@ class Network:
                         "choose another with --listen"
                     )
                 self._host, self._pubsub, self._gossipsub, self._dht = host, pubsub, gossipsub, dht
+                if self._sync_source is not None:
+                    self.sync = SyncService(
+                        host, self._sync_source, punish=self._punish, on_done=self._on_synced
+                    )
                 await pubsub.wait_until_ready()
                 for topic in self._topics:
                     pubsub.set_topic_validator(topic, self._validator(topic, host.get_id()), False)
@@ -298,6 +314,8 @@ class Network:
                 for address in config.bootstrap:
                     nursery.start_soon(self._dial_quietly, address)
                 nursery.start_soon(self._redial)
+                if self.sync is not None and config.sync_interval > 0:
+                    nursery.start_soon(self._sync_timer)
                 task_status.started()
                 try:
                     await self._stopping.wait()
@@ -364,11 +382,11 @@ class Network:
 
         return validate
 
-    def _penalise(self, peer: ID, amount: float = INVALID_PENALTY) -> None:
+    def _penalise(self, peer: ID, amount: float = INVALID_PENALTY, *, new: bool = True) -> None:
         scorer = getattr(self._gossipsub, "scorer", None)
         if scorer is not None:
             scorer.penalize_behavior(peer, amount)
-        if amount is INVALID_PENALTY:  # a new offence, not a re-application
+        if new:  # a new offence, not a re-application
             if len(self._penalties) >= 10_000:  # keep only debts that still count
                 now = time.monotonic()
                 self._penalties = {
@@ -562,9 +580,12 @@ class Network:
                     self._nursery_start(self._add_to_dht, host, peer)
                 owed = self._penalty(peer)
                 if owed >= 1:
-                    self._penalise(peer, owed)  # libp2p forgot it on disconnect
+                    self._penalise(peer, owed, new=False)  # libp2p forgot it on disconnect
                 if _direction(conn) == "outbound":
                     self._book.seen(peer_id, addrs, time.time())
+                    if self.sync is not None and self.config.sync_on_connect:
+                        # The dialling side starts; the session syncs both ways.
+                        self._nursery_start(self._sync_when_ready, host, peer)
                 if len(host.get_network().get_connections(peer)) == 1:
                     self._on_event(PeerConnected(peer_id, addrs[0] if addrs else ""))
             elif not host.get_network().get_connections(peer):
@@ -588,6 +609,81 @@ class Network:
                 await self._dht.add_peer(peer)
             except Exception as exc:
                 log.debug("adding %s to the routing table failed: %s", peer, exc)
+
+    # -- sync ----------------------------------------------------------------
+
+    async def _sync_when_ready(self, host: IHost, peer: ID) -> None:
+        """Sync with a new peer once identify shows it speaks the protocol."""
+        with trio.move_on_after(10):
+            while RECONCILE_PROTOCOL not in _protocols(host, peer):
+                await trio.sleep(0.1)
+            await self._sync_one(peer)
+
+    async def _sync_one(self, peer: ID) -> SyncProgress | None:
+        sync = self.sync
+        if sync is None or sync.busy_with(peer) or sync.banned(peer):
+            return None
+        async with self._sync_limiter:
+            if not self.host.get_network().get_connections(peer):
+                return None
+            self._last_synced[peer.to_base58()] = time.monotonic()
+            return await sync.sync_with(peer)
+
+    async def _sync_timer(self) -> None:
+        """Now and then, sync with the connected peer we synced with least lately:
+        gossip missed while a connection flapped is caught up within the interval."""
+        while True:
+            await trio.sleep(self.config.sync_interval)
+            peers = self.host.get_connected_peers()
+            ready = [p for p in peers if RECONCILE_PROTOCOL in _protocols(self.host, p)]
+            if ready:
+                peer = min(ready, key=lambda p: self._last_synced.get(p.to_base58(), 0.0))
+                self._nursery_start(self._sync_one, peer)
+
+    def _sync_targets(self, peer_id: str | None) -> list[ID]:
+        if self.sync is None:
+            raise NetworkError("this node does not sync")
+        if peer_id is None:
+            return list(self.host.get_connected_peers())
+        try:
+            peer = ID.from_base58(peer_id)
+        except Exception:
+            raise InvalidInput(f"{peer_id!r} is not a peer id") from None
+        if not self.host.get_network().get_connections(peer):
+            raise NetworkError(f"not connected to {peer_id}: connect to it first")
+        return [peer]
+
+    async def sync_now(self, peer_id: str | None = None) -> list[SyncProgress]:
+        """Sync with one connected peer, or with all of them; wait for the results."""
+        targets = self._sync_targets(peer_id)
+        results: list[SyncProgress] = []
+
+        async def one(peer: ID) -> None:
+            assert self.sync is not None
+            results.append(await self.sync.sync_with(peer))
+
+        async with trio.open_nursery() as nursery:
+            for peer in targets:
+                nursery.start_soon(one, peer)
+        return results
+
+    def start_sync(self, peer_id: str | None = None) -> list[str]:
+        """:meth:`sync_now` in the background; returns the peers it syncs with."""
+        targets = self._sync_targets(peer_id)
+        assert self.sync is not None
+        for peer in targets:
+            self._nursery_start(self.sync.sync_with, peer)
+        return [p.to_base58() for p in targets]
+
+    async def _punish(self, peer: ID, reason: str) -> None:
+        """A peer lied in sync: penalise it in GossipSub's score and hang up."""
+        self.counters["sync_violations"] += 1
+        self._penalise(peer, SYNC_PENALTY)
+        log.info("disconnecting %s: %s", peer, reason)
+        with trio.move_on_after(2):
+            for conn in list(self.host.get_network().get_connections(peer)):
+                with contextlib.suppress(Exception):
+                    await conn.muxed_conn.close()
 
     def _peer_info(self, peer: ID) -> PeerInfo:
         conns = self.host.get_network().get_connections(peer)

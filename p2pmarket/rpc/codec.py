@@ -53,7 +53,8 @@ NODE_METHODS: Final = frozenset(
     (
         "create_listing update_listing withdraw_listing get_listing my_listings search "
         "collect_garbage export_listings import_listings profile set_profile "
-        "status peers connect fetch_listing fetch_seller stop events"
+        "status peers connect fetch_listing fetch_seller stop events "
+        "sync start_sync sync_status"
     ).split()
 )
 
@@ -68,6 +69,8 @@ DATACLASSES: Final[Mapping[str, str]] = {
     "IngestReport": "p2pmarket.ingest",
     "PeerInfo": "p2pmarket.events",
     "NodeStatus": "p2pmarket.events",
+    "SyncStatus": "p2pmarket.events",
+    "SyncProgress": "p2pmarket.events",
     "ListingAdded": "p2pmarket.events",
     "ListingUpdated": "p2pmarket.events",
     "ListingWithdrawn": "p2pmarket.events",

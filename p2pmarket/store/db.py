@@ -48,13 +48,23 @@ def open_db(path: Path, *, resident: bool = False) -> plyvel.DB:
         ) from None
     except OSError as exc:
         raise StoreError(f"cannot create the store at {path}: {exc.strerror}") from None
-    version = db.get(SCHEMA_KEY)
-    if version is None:
+    raw = db.get(SCHEMA_KEY)
+    version = int(raw) if raw is not None and raw.isdigit() else None
+    if raw is None:
         db.put(SCHEMA_KEY, str(SCHEMA_VERSION).encode(), sync=True)
-    elif version != str(SCHEMA_VERSION).encode():
+    elif version is not None and 1 <= version < SCHEMA_VERSION:
+        from p2pmarket.store.migrate import upgrade
+
+        try:
+            upgrade(db, version)
+        except plyvel.Error as exc:
+            db.close()
+            raise StoreError(f"upgrading the store at {path} failed: {exc}") from None
+    elif version != SCHEMA_VERSION:
+        assert raw is not None
         db.close()
         raise StoreError(
-            f"the store at {path} has schema version {version.decode(errors='replace')}, "
+            f"the store at {path} has schema version {raw.decode(errors='replace')}, "
             f"this p2pmarket reads version {SCHEMA_VERSION}: upgrade p2pmarket"
         )
     return db

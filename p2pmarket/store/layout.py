@@ -10,13 +10,21 @@ key                                    value
 =====================================  ===========================================
 ``\\x00schema``                         schema version (ascii digits)
 ``\\x00count``                          live listings in the cache (ascii digits)
+``\\x00synced``                         Unix time a sync last completed (ascii digits)
 ``R`` id                               the record: listing or tombstone (msgpack)
 ``T`` suffix                           summary of a live listing (see SUMMARY)
 ``W`` term ``\\x00`` suffix              b"" — posting of a search term
 ``P`` currency price(8) suffix         b"" — live listings by price
 ``X`` expires(8) id                    b"" — records by expiry, for collection
 ``F`` owner(32)                        a profile record
+``S`` sync key                         seq(8) expires(8) flags(1): what sync compares
 =====================================  ===========================================
+
+A *sync key* names a record in the set two nodes reconcile: ``L`` + listing id
+for a listing or its tombstone, ``F`` + owner for a profile. One key has one
+live version, so comparing (key, seq) pairs is enough to know who is behind.
+A flag marks a version that was *evicted* to keep the cache under its cap: it is
+still counted by sync (so peers do not offer it again) but no longer held.
 
 Search terms are the text tokens (``sepeda``) plus filter terms that start with
 ``#``, which no text token can: ``#g:vehicles``, ``#g:vehicles/bicycles``,
@@ -28,9 +36,12 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-SCHEMA_VERSION: Final = 1
+from p2pmarket.records import SYNC_LISTING, SYNC_PROFILE
+
+SCHEMA_VERSION: Final = 2
 SCHEMA_KEY: Final = b"\x00schema"
 COUNT_KEY: Final = b"\x00count"
+SYNCED_KEY: Final = b"\x00synced"
 
 RECORD: Final = b"R"
 TIME: Final = b"T"
@@ -38,6 +49,11 @@ TERM: Final = b"W"
 PRICE: Final = b"P"
 EXPIRY: Final = b"X"
 PROFILE: Final = b"F"
+SYNC: Final = b"S"
+
+SYNC_VALUE: Final = struct.Struct(">QQB")
+EVICTED: Final = 1
+NEVER: Final = 2**64 - 1  # the expiry of a record that does not expire (profiles)
 
 _U64: Final = struct.Struct(">Q")
 _MAX_U64: Final = 2**64 - 1
@@ -70,6 +86,18 @@ def expiry_key(expires: int, record_id: bytes) -> bytes:
 def expiry_bound(now: int) -> bytes:
     """The first expiry key that is still alive at ``now``."""
     return EXPIRY + _U64.pack(now + 1)
+
+
+def listing_sync_key(listing_id: bytes) -> bytes:
+    return SYNC_LISTING + listing_id
+
+
+def profile_sync_key(owner: bytes) -> bytes:
+    return SYNC_PROFILE + owner
+
+
+def sync_entry(key: bytes, seq: int, expires: int, flags: int = 0) -> tuple[bytes, bytes]:
+    return SYNC + key, SYNC_VALUE.pack(seq, expires, flags)
 
 
 def u64(value: int) -> bytes:

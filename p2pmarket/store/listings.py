@@ -57,6 +57,9 @@ class ListingStore:
         self._db: plyvel.DB | None = open_db(path, resident=resident)
         raw = self._db.get(layout.COUNT_KEY)
         self._count = int(raw) if raw else 0
+        # Bumped by every change to the set sync compares, so a sync snapshot of
+        # the set can be reused while it is unchanged.
+        self.generation = 0
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -157,6 +160,8 @@ class ListingStore:
                     rid = record.id
                     current = pending[rid] if rid in pending else self.get_record(rid)
                     outcome = self._decide(record, current)
+                    if current is None and outcome.stored and self._evicted_at_least(record):
+                        outcome = Outcome.STALE
                     if outcome.stored:
                         if isinstance(current, Listing):
                             self._unindex(wb, current)
@@ -173,7 +178,14 @@ class ListingStore:
         except plyvel.Error as exc:
             raise StoreError(f"writing to the store at {self.path} failed: {exc}") from None
         self._count = count
+        if any(c.outcome.stored for c in changes):
+            self.generation += 1
         return changes
+
+    def _evicted_at_least(self, record: Listing | Tombstone) -> bool:
+        """True if this version (or a newer one) of the listing was evicted."""
+        entry = self._sync_entry(layout.listing_sync_key(record.id))
+        return entry is not None and record.seq <= entry[0] and isinstance(record, Listing)
 
     @staticmethod
     def _decide(record: Listing | Tombstone, current: Listing | Tombstone | None) -> Outcome:
@@ -192,6 +204,9 @@ class ListingStore:
         if current is not None and profile.seq <= current.seq:
             return Outcome.STALE
         wb.put(layout.PROFILE + profile.owner, records.encode(profile))
+        wb.put(
+            *layout.sync_entry(layout.profile_sync_key(profile.owner), profile.seq, layout.NEVER)
+        )
         pending[profile.owner] = profile
         return Outcome.ADDED if current is None else Outcome.UPDATED
 
@@ -200,6 +215,7 @@ class ListingStore:
         rid = record.id
         wb.put(layout.RECORD + rid, records.encode(record))
         wb.put(layout.expiry_key(record.expires, rid), b"")
+        wb.put(*layout.sync_entry(layout.listing_sync_key(rid), record.seq, record.expires))
         if isinstance(record, Tombstone):
             return
         sfx = layout.suffix(record.created, rid)
@@ -236,14 +252,111 @@ class ListingStore:
             for key in doomed:
                 wb.delete(key)
                 rid = key[1 + 8 :]
+                sync_key = layout.SYNC + layout.listing_sync_key(rid)
                 record = self.get_record(rid)
-                if record is None or record.expires > now:
+                if record is None:  # evicted: only its sync entry is left
+                    entry = self._sync_entry(layout.listing_sync_key(rid))
+                    if entry is not None and entry[1] <= now:
+                        wb.delete(sync_key)
+                        collected += 1
+                    continue
+                if record.expires > now:
                     continue  # a leftover key; the record was replaced since
                 if isinstance(record, Listing):
                     self._unindex(wb, record)
                     count -= 1
                 wb.delete(layout.RECORD + rid)
+                wb.delete(sync_key)
                 collected += 1
             wb.put(layout.COUNT_KEY, str(count).encode())
         self._count = count
+        self.generation += 1
         return collected
+
+    def evict(self, limit: int, keep: bytes, *, step: int = 1000) -> int:
+        """Evict the oldest listings until at most ``limit`` are cached; return how
+        many went. Listings by ``keep`` (the user's own key) and tombstones are
+        never evicted. An evicted version leaves its sync entry behind, flagged, so
+        that sync does not fetch it again and the store refuses it (a newer
+        version is still accepted: it is news)."""
+        db = self.db
+        own = layout.term_prefix(f"#s:{keep.hex()}")
+        evicted = 0
+        while self._count > limit:
+            victims: list[Listing] = []
+            # The time index is newest first, so oldest first is its reverse.
+            for key in db.iterator(prefix=layout.TIME, reverse=True, include_value=False):
+                sfx = key[1:]
+                if db.get(own + sfx) is not None:
+                    continue
+                record = self.get_record(layout.suffix_id(sfx))
+                if isinstance(record, Listing):
+                    victims.append(record)
+                if len(victims) >= min(step, self._count - limit):
+                    break
+            if not victims:
+                break  # only the user's own listings are left
+            with db.write_batch(transaction=True) as wb:
+                for listing in victims:
+                    self._unindex(wb, listing)
+                    # The expiry key stays: collect_expired drops the sync entry.
+                    wb.put(layout.expiry_key(listing.expires, listing.id), b"")
+                    wb.delete(layout.RECORD + listing.id)
+                    wb.put(
+                        *layout.sync_entry(
+                            layout.listing_sync_key(listing.id),
+                            listing.seq,
+                            listing.expires,
+                            layout.EVICTED,
+                        )
+                    )
+                wb.put(layout.COUNT_KEY, str(self._count - len(victims)).encode())
+            self._count -= len(victims)
+            evicted += len(victims)
+        if evicted:
+            self.generation += 1
+        return evicted
+
+    # -- the sync set ------------------------------------------------------
+
+    @property
+    def last_synced(self) -> int:
+        raw = self.db.get(layout.SYNCED_KEY)
+        return int(raw) if raw and raw.isdigit() else 0
+
+    def mark_synced(self, when: int) -> None:
+        self.db.put(layout.SYNCED_KEY, str(when).encode())
+
+    def _sync_entry(self, key: bytes) -> tuple[int, int, int] | None:
+        raw = self.db.get(layout.SYNC + key)
+        if raw is None:
+            return None
+        seq, expires, flags = layout.SYNC_VALUE.unpack(raw)
+        return seq, expires, flags
+
+    def sync_items(self, now: int) -> Iterator[tuple[bytes, int, bool]]:
+        """(sync key, seq, held) of every unexpired record and profile, in key
+        order; ``held`` is False for an evicted version."""
+        unpack = layout.SYNC_VALUE.unpack
+        start = len(layout.SYNC)
+        for key, raw in self.db.iterator(prefix=layout.SYNC):
+            seq, expires, flags = unpack(raw)
+            if expires > now:
+                yield key[start:], seq, not flags & layout.EVICTED
+
+    def sync_seq(self, key: bytes, now: int) -> int | None:
+        """The seq we hold or evicted under a sync key; None if unknown or expired."""
+        entry = self._sync_entry(key)
+        if entry is None or entry[1] <= now:
+            return None
+        return entry[0]
+
+    def sync_record(self, key: bytes, now: int) -> bytes | None:
+        """The encoded record under a sync key, if held and unexpired."""
+        entry = self._sync_entry(key)
+        if entry is None or entry[1] <= now or entry[2] & layout.EVICTED:
+            return None
+        kind, rest = key[:1], key[1:]
+        prefix = layout.RECORD if kind == records.SYNC_LISTING else layout.PROFILE
+        raw: bytes | None = self.db.get(prefix + rest)
+        return raw

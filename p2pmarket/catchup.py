@@ -1,0 +1,111 @@
+"""The node's side of catch-up sync and of cache upkeep.
+
+:class:`CatchUp` lends the store to :mod:`p2pmarket.network.sync` (which must not
+import it): a snapshot of the set to reconcile, lookups, and storing fetched
+batches. It also keeps the cache within its cap. Fetched records are checked
+exactly as gossip checks them, and must be the record that was asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+import trio
+
+from p2pmarket import records
+from p2pmarket.crypto.signing import verify_batch
+from p2pmarket.errors import InvalidRecord
+from p2pmarket.network.reconcile import ItemSet
+from p2pmarket.network.sync import Fetched
+from p2pmarket.records import Record
+from p2pmarket.store import ListingStore, Outcome
+
+# A snapshot is reused while the set is unchanged and younger than this: what
+# expires meanwhile is still offered, and a fetch of it answers "not held".
+SNAPSHOT_AGE: Final = 30
+
+
+def _check(batch: list[tuple[bytes, int, bytes]], now: int) -> tuple[list[Record], int]:
+    """Decode and verify a fetched batch (in a worker thread: libsodium releases
+    the GIL). A record must carry the key it was fetched under, at least as new
+    as the peer said."""
+    decoded: list[Record] = []
+    signed: list[tuple[bytes, bytes, bytes]] = []
+    rejected = 0
+    for key, seq, data in batch:
+        try:
+            record, message = records.decode_signed(data, now)
+        except InvalidRecord:
+            rejected += 1
+            continue
+        if records.sync_key(record) != key or record.seq < seq:
+            rejected += 1
+            continue
+        decoded.append(record)
+        signed.append((records.author(record), message, record.signature))
+    good = [r for r, ok in zip(decoded, verify_batch(signed), strict=True) if ok]
+    return good, rejected + len(decoded) - len(good)
+
+
+class CatchUp:
+    """A :class:`~p2pmarket.network.sync.SyncSource` over one store."""
+
+    def __init__(
+        self,
+        store: ListingStore,
+        *,
+        now: Callable[[], int],
+        own_key: bytes,
+        max_listings: int,
+        announce: Callable[[Record, Outcome], None],
+    ) -> None:
+        self._store = store
+        self._now = now
+        self._own_key = own_key
+        self._max_listings = max_listings
+        self._announce = announce
+        self._snapshot: tuple[int, int, ItemSet] | None = None
+
+    def snapshot(self) -> ItemSet:
+        now = self._now()
+        cached = self._snapshot
+        if (
+            cached is not None
+            and cached[0] == self._store.generation
+            and now - cached[1] < SNAPSHOT_AGE
+        ):
+            return cached[2]
+        items = ItemSet.build(self._store.sync_items(now))
+        self._snapshot = (self._store.generation, now, items)
+        return items
+
+    def seq(self, key: bytes) -> int | None:
+        return self._store.sync_seq(key, self._now())
+
+    def records(self, keys: list[bytes]) -> list[bytes | None]:
+        now = self._now()
+        return [self._store.sync_record(key, now) for key in keys]
+
+    async def store(self, batch: list[tuple[bytes, int, bytes]]) -> Fetched:
+        if not batch:
+            return Fetched()
+        good, rejected = await trio.to_thread.run_sync(_check, batch, self._now())
+        own = any(records.author(r) == self._own_key for r in good)
+        changes = self._store.put_many(good, sync=own)
+        stored = 0
+        for change in changes:
+            if change.outcome.stored:
+                stored += 1
+                self._announce(change.record, change.outcome)
+        self.keep_within_cap()
+        return Fetched(stored, len(changes) - stored, rejected)
+
+    def keep_within_cap(self) -> int:
+        """Collect expired records, then evict the oldest others' listings, until
+        the cache holds at most its cap; return how many went."""
+        store = self._store
+        if store.listing_count <= self._max_listings:
+            return 0
+        gone = store.collect_expired(self._now())
+        return gone + store.evict(self._max_listings, self._own_key)

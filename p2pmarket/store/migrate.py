@@ -1,0 +1,46 @@
+"""Schema upgrades, run by :func:`p2pmarket.store.db.open_db` on an older store.
+
+Each step rewrites what the new version adds in one WriteBatch together with the
+new version number, so a crash leaves the store at the old version, and the step
+runs again on the next open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import plyvel
+
+from p2pmarket import records
+from p2pmarket.records import Profile
+from p2pmarket.store import layout
+
+
+def _add_sync_index(db: plyvel.DB) -> None:
+    """Version 2 adds the sync index (``S``) over every record and profile."""
+    with db.write_batch(transaction=True, sync=True) as wb:
+        for _, raw in db.iterator(prefix=layout.RECORD):
+            record = records.load_trusted(raw)
+            assert not isinstance(record, Profile)
+            wb.put(
+                *layout.sync_entry(layout.listing_sync_key(record.id), record.seq, record.expires)
+            )
+        for _, raw in db.iterator(prefix=layout.PROFILE):
+            profile = records.load_trusted(raw)
+            assert isinstance(profile, Profile)
+            wb.put(
+                *layout.sync_entry(
+                    layout.profile_sync_key(profile.owner), profile.seq, layout.NEVER
+                )
+            )
+        wb.put(layout.SCHEMA_KEY, b"2")
+
+
+# from-version -> the step that brings a store to from-version + 1
+STEPS: dict[int, Callable[[plyvel.DB], None]] = {1: _add_sync_index}
+
+
+def upgrade(db: plyvel.DB, version: int) -> None:
+    while version < layout.SCHEMA_VERSION:
+        STEPS[version](db)
+        version += 1
