@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeVar
 
 from p2pmarket.errors import P2PMarketError
-from p2pmarket.events import Event, NodeStatus, PeerInfo
+from p2pmarket.events import Event, NodeStatus, PeerInfo, SyncProgress, SyncStatus
 from p2pmarket.node import EVENT_BUFFER
 from p2pmarket.records import Kind, Listing, Profile, Tombstone
 from p2pmarket.rpc import codec
@@ -48,6 +48,8 @@ CONNECT_TIMEOUT: Final = 5.0
 CALL_TIMEOUT: Final = 30.0
 # Calls that wait on other peers.
 NETWORK_TIMEOUT: Final = 60.0
+# A first sync of a large market takes minutes; the daemon's own deadlines bound it.
+SYNC_TIMEOUT: Final = 3600.0
 # Calls whose work grows with the cache or a file: an import of a million records
 # takes minutes, and it is still progress.
 BULK_TIMEOUT: Final = 600.0
@@ -382,6 +384,19 @@ class Client:
 
     def status(self) -> NodeStatus:
         return _expect(self.call("status"), NodeStatus, "status")
+
+    def sync(self, peer: str | None = None) -> list[SyncProgress]:
+        result = self.call("sync", {"peer": peer}, timeout=SYNC_TIMEOUT)
+        return _expect_list(result, SyncProgress, "sync")
+
+    def start_sync(self, peer: str | None = None) -> list[str]:
+        result = self.call("start_sync", {"peer": peer})
+        if not isinstance(result, list) or not all(isinstance(p, str) for p in result):
+            raise ProtocolError("start_sync: the daemon sent something other than peer ids")
+        return result
+
+    def sync_status(self) -> SyncStatus:
+        return _expect(self.call("sync_status"), SyncStatus, "sync_status")
 
     def peers(self) -> list[PeerInfo]:
         return _expect_list(self.call("peers"), PeerInfo, "peers")

@@ -66,7 +66,9 @@ async def test_a_listing_fetched_from_the_dht_is_an_event_from_dht(cluster: Clus
     a, b = await cluster.start(2, topology="line")
     listing = a.create_listing(title="Sepeda", price=1_000_000, category=CATEGORY)
     await eventually(lambda: dht_idle(a))
-    outsider = await cluster.start_node(config=replace(LOOPBACK, follow=("electronics",)))
+    outsider = await cluster.start_node(
+        config=replace(LOOPBACK, follow=("electronics",), sync_on_connect=False)
+    )
     await connect(outsider, b)
 
     async with outsider.events() as events:

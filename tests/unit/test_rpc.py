@@ -43,6 +43,8 @@ from p2pmarket.events import (
     PeerDisconnected,
     PeerInfo,
     ProfileUpdated,
+    SyncProgress,
+    SyncStatus,
 )
 from p2pmarket.ingest import IngestReport
 from p2pmarket.node import Node
@@ -74,7 +76,12 @@ SAMPLES: dict[str, object] = {
         cached_listings=120,
         topics=("p2pmarket/listings/v1",),
         started=NOW,
+        sync=SyncStatus(True, True, 0, 1, (SyncProgress(PEER, "initiator", "fetching", 9, 4),)),
         extra={"dropped": 2},
+    ),
+    "SyncStatus": SyncStatus(False, False, NOW, 2, ()),
+    "SyncProgress": SyncProgress(
+        PEER, "responder", "failed", 3, 1, 1, 0, 900, 12_000, NOW, NOW + 2, "lied"
     ),
     "ListingAdded": ListingAdded(LISTING, "gossip"),
     "ListingUpdated": ListingUpdated(LISTING, "dht"),
