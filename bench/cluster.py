@@ -309,11 +309,15 @@ def run_child(kind: str, params: Json, timeout: float) -> Json:
 def _run_child(kind: str, params: Json, timeout: float) -> Json:
     code = "from bench.cluster import child_main; child_main()"
     argv = [sys.executable, "-c", code, kind, json.dumps(params)]
-    env = {k: v for k, v in os.environ.items() if k not in ("P2PMARKET_HOME",)}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     try:
         done = subprocess.run(
-            argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+            argv,
+            cwd=ROOT,
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         stdout, stderr, code_ = done.stdout, done.stderr, done.returncode
     except subprocess.TimeoutExpired as exc:
@@ -337,6 +341,14 @@ def _run_child(kind: str, params: Json, timeout: float) -> Json:
     raise RuntimeError(f"{kind} benchmark child {why}:\n{tail}")
 
 
+def child_env() -> dict[str, str]:
+    """The environment of a benchmark child: this one, able to import ``bench``, and
+    without a P2PMARKET_HOME that could point it at the user's own home."""
+    env = {k: v for k, v in os.environ.items() if k not in ("P2PMARKET_HOME",)}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
 def _text(data: bytes | str | None) -> str:
     if data is None:
         return ""
@@ -350,6 +362,9 @@ def child_main() -> None:
         level=logging.ERROR, stream=sys.stderr, format="%(relativeCreated)7.0f %(name)s %(message)s"
     )
     profile_path = os.environ.get(PROFILE_ENV)
+    if profile_path and params.get("profile_tag"):
+        # A benchmark with several children: one profile each, named by its tag.
+        profile_path = f"{profile_path}.{params['profile_tag']}"
     profiler = cProfile.Profile() if profile_path else None
 
     def report(result: Json) -> None:

@@ -24,6 +24,7 @@ class Sizes:
     dht_fetches: int = 40
     memory_listings: int = 100_000  # in the daemon's store
     memory_idle: float = 5.0  # seconds idle before RSS is read
+    sync_listings: int = 100_000  # held by each peer a new node syncs from
     seed: int = 1
 
 
@@ -39,4 +40,5 @@ QUICK: Final = Sizes(
     dht_fetches=6,
     memory_listings=5_000,
     memory_idle=2.0,
+    sync_listings=5_000,
 )

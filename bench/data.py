@@ -142,6 +142,13 @@ def _draft(rng: random.Random, vocab: Vocabulary, seller: bytes, created: int) -
     )
 
 
+def new_listing(rng: random.Random, seed: int, signer: Signer, created: int) -> Listing:
+    """One more signed listing like the dataset's, by ``signer`` (one of
+    :func:`sellers`), made at ``created``: for benchmarks that change a market."""
+    draft = _draft(rng, vocabulary(seed), signer.public_key, created)
+    return records.sign(draft, signer.sign)
+
+
 def generate_chunk(seed: int, count: int, anchor: int, start: int, stop: int) -> list[bytes]:
     """Signed listings ``start..stop`` of a set of ``count``; each chunk has its own RNG,
     so chunks can be made in any process and in any order."""

@@ -23,6 +23,7 @@ import typer
 from p2pmarket.errors import IdentityError, InvalidInput, P2PMarketError
 
 if TYPE_CHECKING:
+    from p2pmarket.events import SyncProgress
     from p2pmarket.home import Config
     from p2pmarket.node import Node
     from p2pmarket.records import Listing
@@ -513,7 +514,7 @@ def search(
     """Search the local listing cache (works offline). The last word also matches as a
     prefix: `sepe` finds `sepeda`."""
     from p2pmarket.crypto.peer_id import public_key_from_peer_id
-    from p2pmarket.display import listing_json, listing_line
+    from p2pmarket.display import listing_json, listing_line, syncing_note
 
     with _open() as node:
         code = currency
@@ -533,11 +534,21 @@ def search(
             limit=limit,
             offset=offset,
         )
+        sync = node.sync_status()
+        cached = node.status().cached_listings if not page.listings else None
+    note = syncing_note(sync)
     if as_json:
-        _print_json({"results": [listing_json(item) for item in page.listings], "more": page.more})
+        doc = {"results": [listing_json(item) for item in page.listings], "more": page.more}
+        _print_json({**doc, "syncing": sync.syncing, "first_sync": sync.first_sync})
         return
+    if note:
+        sys.stderr.write(note + "\n")
     if not page.listings:
         typer.echo("No listings match." if not offset else "No more listings.")
+        if cached == 0 and not sync.syncing:
+            sys.stderr.write(
+                "the listing cache is empty: run `p2pmarket daemon` to sync with the market\n"
+            )
         return
     for item in page.listings:
         typer.echo(listing_line(item))
@@ -668,6 +679,8 @@ def status(as_json: JsonOpt = False) -> None:
     if as_json:
         _print_json(dataclasses.asdict(info))
         return
+    from p2pmarket.display import sync_line
+
     typer.echo(f"peer id   {info.peer_id}")
     if not info.online:
         typer.echo("network   offline (the daemon is not running: `p2pmarket daemon`)")
@@ -676,7 +689,8 @@ def status(as_json: JsonOpt = False) -> None:
             typer.echo(f"address   {address}")
         typer.echo(f"peers     {info.peers}")
         typer.echo(f"topics    {', '.join(info.topics)}")
-        typer.echo(f"sync      {info.sync}")
+    if info.sync is not None:
+        typer.echo(f"sync      {sync_line(info.sync)}")
     typer.echo(f"listings  {info.cached_listings} cached")
 
 
@@ -766,6 +780,76 @@ def seller(
     typer.echo(f"{profile.name if profile else 'seller'} {peer_id}: {len(found)} live listings")
     for item in found:
         typer.echo(listing_line(item))
+
+
+@app.command("sync")
+def sync_now(
+    peer: Annotated[
+        str | None, typer.Option("--peer", help="Only this connected peer (a peer id).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Catch up with connected peers now, showing progress per peer. Both sides
+    end with the newer version of every record either holds."""
+    import dataclasses
+    import time
+
+    from p2pmarket.display import progress_line
+
+    with _daemon() as client:
+        began = time.time()
+        peers = client.start_sync(peer)
+        if not peers:
+            raise P2PMarketError(
+                "no peers are connected: connect to one first (`p2pmarket connect`)"
+            )
+        ended = _follow_sync(client, peers, began, show=not as_json)
+    if as_json:
+        _print_json([dataclasses.asdict(p) for p in ended])
+    else:
+        for progress in ended:
+            typer.echo(progress_line(progress))
+    if all(p.phase == "failed" for p in ended):
+        raise SystemExit(1)
+
+
+def _follow_sync(
+    client: Client, peers: list[str], began: float, *, show: bool
+) -> list[SyncProgress]:
+    """Poll the daemon until a session with each of ``peers`` that ran since
+    ``began`` has finished; draw a progress bar per peer meanwhile."""
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    bars = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[phase]}"),
+        transient=True,
+        disable=not show or not sys.stderr.isatty(),
+        console=Console(stderr=True),
+    )
+    tasks = {p: bars.add_task(f"{p[:8]}…{p[-6:]}", total=None, phase="starting") for p in peers}
+    with bars:
+        while True:
+            latest: dict[str, SyncProgress] = {}
+            for session in client.sync_status().sessions:
+                if session.peer_id in tasks and (session.active or session.finished >= began):
+                    latest.setdefault(session.peer_id, session)
+            for peer, task in tasks.items():
+                if peer in latest:
+                    s = latest[peer]
+                    bars.update(task, total=s.known or None, completed=s.fetched, phase=s.phase)
+            waited = time.time() - began
+            if len(latest) == len(tasks) and not any(s.active for s in latest.values()):
+                return list(latest.values())
+            if len(latest) < len(tasks) and waited > 10:
+                missing = ", ".join(p for p in tasks if p not in latest)
+                raise P2PMarketError(f"the daemon did not start a sync with {missing}")
+            time.sleep(0.25)
 
 
 @app.command()

@@ -18,6 +18,8 @@ from p2pmarket.events import (
     PeerConnected,
     PeerDisconnected,
     ProfileUpdated,
+    SyncProgress,
+    SyncStatus,
 )
 from p2pmarket.money import format_price
 from p2pmarket.records import Listing, Profile, Tombstone, format_id
@@ -152,3 +154,53 @@ _EVENT_NAMES: dict[type, str] = {
     PeerConnected: "peer-connected",
     PeerDisconnected: "peer-disconnected",
 }
+
+
+def sync_line(status: SyncStatus) -> str:
+    """One line for ``status``: what sync is doing, and when it last finished."""
+    running = [s for s in status.sessions if s.active]
+    if running:
+        known = sum(s.known for s in running)
+        fetched = sum(s.fetched for s in running)
+        first = " (first sync)" if status.first_sync else ""
+        now = f"syncing with {len(running)} peer{'s' * (len(running) != 1)}{first}"
+        now += f": {fetched:,} of {known:,} records fetched"
+    else:
+        now = "idle"
+    last = (
+        f"last {iso_time(status.last_sync)} ({age(status.last_sync)})"
+        if status.last_sync
+        else "never synced"
+    )
+    return f"{now}; {last}; {status.synced_peers} peers synced since start"
+
+
+def syncing_note(status: SyncStatus) -> str | None:
+    """A warning for search output while a sync is filling the cache, so an
+    empty or short result is not taken for an empty market."""
+    running = [s for s in status.sessions if s.active]
+    if not running:
+        return None
+    known = sum(s.known for s in running)
+    fetched = sum(s.fetched for s in running)
+    what = "the first sync" if status.first_sync else "a sync"
+    return (
+        f"syncing: {what} is running ({fetched:,} of {known:,} records fetched "
+        "so far); results may be incomplete"
+    )
+
+
+def progress_line(progress: SyncProgress) -> str:
+    """How one session ended (or stands)."""
+    peer = progress.peer_id
+    took = (progress.finished or time.time()) - progress.started
+    moved = (progress.bytes_sent + progress.bytes_received) / 1e6
+    text = (
+        f"{peer}  {progress.phase}: fetched {progress.fetched:,} of {progress.known:,} "
+        f"records, {moved:.1f} MB in {took:.1f} s"
+    )
+    if progress.rejected or progress.missing:
+        text += f" ({progress.rejected} rejected, {progress.missing} no longer there)"
+    if progress.error:
+        text += f" — {progress.error}"
+    return text

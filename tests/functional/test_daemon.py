@@ -159,8 +159,9 @@ def test_listing_fetch_and_seller_find_through_the_dht_what_gossip_never_brought
     daemons: Daemons,
 ) -> None:
     # A - B - C in a line; C connects after A's listings were gossiped (gossip is
-    # not re-sent), so it can learn them only from the DHT, where A put them. C is
-    # started with the others only to overlap the start-ups: unconnected, it hears nothing.
+    # not re-sent). `listing fetch` and `seller` ask the DHT, where A put them,
+    # whatever C's sync with B brings meanwhile. C is started with the others
+    # only to overlap the start-ups: unconnected, it hears nothing.
     a, b, c = daemons.start_all(3)
     assert cli(b.home, "connect", a.address).returncode == 0
     puts_before = cli_json(a.home, "status")["extra"]["dht_puts"]
@@ -187,6 +188,33 @@ def test_listing_fetch_and_seller_find_through_the_dht_what_gossip_never_brought
 
     wait_for(lambda: set(catalogue()), {fetched_id, other_id}, "A's catalogue seen from C")
     assert search_ids(c.home, "wimcycle") == [other_id]
+
+
+def test_sync_brings_a_newcomer_what_was_listed_before_it_came_and_status_says_so(
+    daemons: Daemons,
+) -> None:
+    a, b = daemons.start_all(2)
+    made = {create_listing(a.home, f"Sepeda gunung {i}") for i in range(5)}
+    assert cli_json(b.home, "status")["sync"]["last_sync"] == 0
+    assert cli(b.home, "connect", a.address).returncode == 0
+
+    result = cli(b.home, "sync", "--json")
+
+    assert result.returncode == 0, result.stderr
+    (session,) = json.loads(result.stdout)
+    assert session["peer_id"] == a.peer_id and session["phase"] == "done"
+    assert set(search_ids(b.home, "sepeda")) == made
+    line = next(x for x in cli(b.home, "status").stdout.splitlines() if x.startswith("sync"))
+    assert "idle; last " in line and "1 peers synced" in line
+    text = cli(b.home, "sync", "--peer", a.peer_id)
+    assert text.returncode == 0 and text.stdout.startswith(f"{a.peer_id}  done: fetched 0 of 0")
+
+
+def test_sync_without_peers_or_with_an_unknown_peer_fails_in_one_line(lone: Daemon) -> None:
+    alone = cli(lone.home, "sync")
+    assert alone.returncode == 1 and "no peers are connected" in one_error_line(alone)
+    stranger = cli(lone.home, "sync", "--peer", SOME_PEER_ID)
+    assert stranger.returncode == 1 and "not connected to" in one_error_line(stranger)
 
 
 # ---------------------------------------------------------------------------
