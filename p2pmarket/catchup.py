@@ -67,18 +67,20 @@ class CatchUp:
         self._announce = announce
         self._snapshot: tuple[int, int, ItemSet] | None = None
 
-    def snapshot(self) -> ItemSet:
+    async def snapshot(self) -> ItemSet:
+        """The set to reconcile, built in a worker thread (a LevelDB scan and a
+        hash per record: ~0.3 s at 100,000) and reused while nothing changed."""
         now = self._now()
+        generation = self._store.generation
         cached = self._snapshot
-        if (
-            cached is not None
-            and cached[0] == self._store.generation
-            and now - cached[1] < SNAPSHOT_AGE
-        ):
+        if cached is not None and cached[0] == generation and now - cached[1] < SNAPSHOT_AGE:
             return cached[2]
-        items = ItemSet.build(self._store.sync_items(now))
-        self._snapshot = (self._store.generation, now, items)
+        items = await trio.to_thread.run_sync(self._build, now)
+        self._snapshot = (generation, now, items)
         return items
+
+    def _build(self, now: int) -> ItemSet:
+        return ItemSet.build(self._store.sync_items(now))
 
     def seq(self, key: bytes) -> int | None:
         return self._store.sync_seq(key, self._now())

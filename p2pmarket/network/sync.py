@@ -70,7 +70,7 @@ class Fetched:
 class SyncSource(Protocol):
     """What the node lends the sync protocols: its set, and a way to store."""
 
-    def snapshot(self) -> ItemSet: ...
+    async def snapshot(self) -> ItemSet: ...
 
     def seq(self, key: bytes) -> int | None: ...
 
@@ -116,7 +116,9 @@ class SyncService:
         self._punish = punish
         self._on_done = on_done
         self._inflight: dict[bytes, str] = {}  # key -> peer fetching it
-        self._active: dict[str, _Session] = {}  # peer -> its running session
+        # (peer, role) -> the running session: two nodes that dial each other at
+        # once each run one session of each role, and both must succeed.
+        self._active: dict[tuple[str, str], _Session] = {}
         self._history: deque[SyncProgress] = deque(maxlen=HISTORY)
         self._banned: dict[str, float] = {}
         self._inbound = trio.Semaphore(MAX_INBOUND)
@@ -136,7 +138,7 @@ class SyncService:
         return bool(self._active)
 
     def busy_with(self, peer: ID) -> bool:
-        return peer.to_base58() in self._active
+        return (peer.to_base58(), "initiator") in self._active
 
     def banned(self, peer: ID) -> bool:
         until = self._banned.get(peer.to_base58(), 0.0)
@@ -146,9 +148,9 @@ class SyncService:
 
     async def sync_with(self, peer: ID) -> SyncProgress:
         """One session with ``peer`` as the initiator; returns how it ended."""
-        name = peer.to_base58()
-        if name in self._active:
-            return self._active[name].progress
+        running = self._active.get((peer.to_base58(), "initiator"))
+        if running is not None:
+            return running.progress
         session = self._start(peer, "initiator")
         try:
             with trio.fail_after(RECONCILE_TIMEOUT):
@@ -168,7 +170,7 @@ class SyncService:
 
     async def _answer(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id
-        if self.banned(peer) or peer.to_base58() in self._active:
+        if self.banned(peer) or (peer.to_base58(), "responder") in self._active:
             await _reset(stream)
             return
         try:
@@ -198,7 +200,7 @@ class SyncService:
     def _start(self, peer: ID, role: Literal["initiator", "responder"]) -> _Session:
         name = peer.to_base58()
         session = _Session(peer, role, SyncProgress(name, role, "reconciling", started=time.time()))
-        self._active[name] = session
+        self._active[(name, role)] = session
         return session
 
     def _finish(self, session: _Session) -> SyncProgress:
@@ -207,8 +209,8 @@ class SyncService:
             session.update(phase="done")
             self.synced_peers.add(name)
         session.update(finished=time.time())
-        if self._active.get(name) is session:
-            del self._active[name]
+        if self._active.get((name, session.role)) is session:
+            del self._active[(name, session.role)]
         self._history.append(session.progress)
         self._on_done(session.progress)
         return session.progress
@@ -230,7 +232,7 @@ class SyncService:
             session.update(phase="failed", error="stopped")
 
     async def _reconcile(self, stream: INetStream, session: _Session, *, first: bool) -> None:
-        reconciler = Reconciler(self._source.snapshot())
+        reconciler = Reconciler(await self._source.snapshot())
         if first:
             await self._send(stream, session, wire.ranges_frame(reconciler.first()))
         while not reconciler.done:

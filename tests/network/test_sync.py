@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+import trio
 from conftest import LOOPBACK, Cluster, connect, eventually
 from factories import SELLER, signed_listing, signed_profile, signed_tombstone, updated
 
@@ -177,3 +178,24 @@ async def test_status_shows_the_sessions_and_the_last_sync(cluster: Cluster) -> 
     assert status.last_sync > 0 and status.synced_peers == 1
     assert status.sessions[0].peer_id == a.peer_id
     assert status.sessions[0].fetched == 100
+
+
+async def test_two_nodes_that_start_a_sync_with_each_other_at_once_both_succeed(
+    cluster: Cluster,
+) -> None:
+    a, b = await cluster.start(2, topology="none", config=MANUAL)
+    listings = market(2000)
+    load(a, list(listings[:1000]))
+    load(b, list(listings[1000:]))
+    await connect(b, a)
+    results: dict[str, list[SyncProgress]] = {}
+
+    async def run(node: Node, peer: Node) -> None:
+        results[node.peer_id] = await node.sync(peer.peer_id)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, a, b)
+        nursery.start_soon(run, b, a)
+
+    assert [p.phase for r in results.values() for p in r] == ["done", "done"]
+    await eventually(lambda: live_ids(a) == live_ids(b) == {x.id for x in listings})
