@@ -556,6 +556,18 @@ def search(
         typer.echo(f"… more: add --offset {offset + limit}")
 
 
+@app.command()
+def browse() -> None:
+    """Browse the listing cache in a terminal UI: type to search, arrows to move,
+    Ctrl-Q to quit. Through the daemon while it runs, offline otherwise."""
+    from p2pmarket.tui.browse import BrowseApp
+
+    if not sys.stdin.isatty() or not sys.stdout.isatty():
+        raise P2PMarketError("browse needs a terminal; use `p2pmarket search` in scripts")
+    with _open() as node:
+        BrowseApp(node).run()
+
+
 # -- profile -------------------------------------------------------------------
 
 
