@@ -49,7 +49,11 @@ RECONCILE_TIMEOUT: Final = 120.0  # a whole reconciliation
 FETCH_BATCH: Final = 256  # keys per get
 FETCH_WINDOW: Final = 4  # gets in flight
 MAX_INBOUND: Final = 4  # reconciliations we answer at once
-MAX_SERVING: Final = 8  # fetch streams we serve at once
+MAX_SERVING: Final = 8  # fetch streams we serve at once…
+MAX_SERVING_PER_PEER: Final = 2  # …and to one peer
+# A fetch must average this many records a second (after a minute's grace), or
+# a peer could hold a session open for hours by answering just inside each deadline.
+MIN_FETCH_RATE: Final = 50
 BAN: Final = 600.0  # seconds a lying peer is not synced with
 # A peer may have dropped a record between listing it and our get (it expired
 # or was evicted); more than this share of misses is a lie.
@@ -123,6 +127,7 @@ class SyncService:
         self._banned: dict[str, float] = {}
         self._inbound = trio.Semaphore(MAX_INBOUND)
         self._serving = trio.Semaphore(MAX_SERVING)
+        self._serving_peer: dict[str, int] = {}
         self.synced_peers: set[str] = set()
         host.set_stream_handler(RECONCILE_PROTOCOL, self._answer)
         host.set_stream_handler(FETCH_PROTOCOL, self._serve)
@@ -249,6 +254,10 @@ class SyncService:
         """Fetch the session's needs from its peer, a window of gets at a time."""
         if not session.needs:
             return
+        with trio.fail_after(60 + len(session.needs) / MIN_FETCH_RATE):
+            await self._fetch_all(session)
+
+    async def _fetch_all(self, session: _Session) -> None:
         name = session.peer.to_base58()
         queue: deque[tuple[bytes, int]] = deque(session.needs)
         deferred: list[tuple[bytes, int]] = []  # being fetched from someone else
@@ -332,7 +341,8 @@ class SyncService:
 
     async def _serve(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id
-        if self.banned(peer):
+        name = peer.to_base58()
+        if self.banned(peer) or self._serving_peer.get(name, 0) >= MAX_SERVING_PER_PEER:
             await _reset(stream)
             return
         try:
@@ -340,6 +350,7 @@ class SyncService:
         except trio.WouldBlock:
             await _reset(stream)
             return
+        self._serving_peer[name] = self._serving_peer.get(name, 0) + 1
         try:
             while True:
                 with trio.fail_after(FRAME_TIMEOUT * 2):
@@ -361,6 +372,9 @@ class SyncService:
             log.debug("serving a fetch to %s ended: %r", peer, exc)
         finally:
             self._serving.release()
+            self._serving_peer[name] -= 1
+            if not self._serving_peer[name]:
+                del self._serving_peer[name]
             await _close(stream)
 
     # -- frames ------------------------------------------------------------
