@@ -18,7 +18,7 @@ from p2pmarket.crypto.signing import verify_batch
 from p2pmarket.errors import InvalidRecord
 from p2pmarket.network.reconcile import ItemSet
 from p2pmarket.network.sync import Fetched
-from p2pmarket.records import Record
+from p2pmarket.records import CLOCK_SKEW, Record
 from p2pmarket.store import ListingStore, Outcome
 
 # A snapshot is reused while the set is unchanged and younger than this: what
@@ -26,18 +26,23 @@ from p2pmarket.store import ListingStore, Outcome
 SNAPSHOT_AGE: Final = 30
 
 
-def _check(batch: list[tuple[bytes, int, bytes]], now: int) -> tuple[list[Record], int]:
+def _check(batch: list[tuple[bytes, int, bytes]], now: int) -> tuple[list[Record], int, int]:
     """Decode and verify a fetched batch (in a worker thread: libsodium releases
     the GIL). A record must carry the key it was fetched under, at least as new
     as the peer said."""
     decoded: list[Record] = []
     signed: list[tuple[bytes, bytes, bytes]] = []
-    rejected = 0
+    rejected = expired = 0
     for key, seq, data in batch:
         try:
             record, message = records.decode_signed(data, now)
         except InvalidRecord:
-            rejected += 1
+            # Expired on its way, or by a peer clock a little behind ours: gone,
+            # as if the peer no longer held it, and not a lie.
+            if _live_at(data, now - CLOCK_SKEW):
+                expired += 1
+            else:
+                rejected += 1
             continue
         if records.sync_key(record) != key or record.seq < seq:
             rejected += 1
@@ -45,7 +50,15 @@ def _check(batch: list[tuple[bytes, int, bytes]], now: int) -> tuple[list[Record
         decoded.append(record)
         signed.append((records.author(record), message, record.signature))
     good = [r for r, ok in zip(decoded, verify_batch(signed), strict=True) if ok]
-    return good, rejected + len(decoded) - len(good)
+    return good, rejected + len(decoded) - len(good), expired
+
+
+def _live_at(data: bytes, when: int) -> bool:
+    try:
+        records.decode_signed(data, when)
+    except InvalidRecord:
+        return False
+    return True
 
 
 class CatchUp:
@@ -92,7 +105,7 @@ class CatchUp:
     async def store(self, batch: list[tuple[bytes, int, bytes]]) -> Fetched:
         if not batch:
             return Fetched()
-        good, rejected = await trio.to_thread.run_sync(_check, batch, self._now())
+        good, rejected, expired = await trio.to_thread.run_sync(_check, batch, self._now())
         own = any(records.author(r) == self._own_key for r in good)
         changes = self._store.put_many(good, sync=own)
         stored = 0
@@ -101,7 +114,7 @@ class CatchUp:
                 stored += 1
                 self._announce(change.record, change.outcome)
         self.keep_within_cap()
-        return Fetched(stored, len(changes) - stored, rejected)
+        return Fetched(stored, len(changes) - stored, rejected, expired)
 
     def keep_within_cap(self) -> int:
         """Collect expired records, then evict the oldest others' listings, until

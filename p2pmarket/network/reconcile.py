@@ -257,7 +257,11 @@ class Reconciler:
         items = self.items
         if not giving:
             return [Range(upper, Mode.SKIP)]
-        take = max(budget, 1)
+        if budget <= 0:
+            # This message is full: hand the range back, to be answered later
+            # (even one item more per range would add up past MAX_ITEMS).
+            return [Range(upper, Mode.FINGERPRINT, hi - lo, items.fingerprint(lo, hi))]
+        take = budget
         if len(giving) <= take:
             return [
                 Range(

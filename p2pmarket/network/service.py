@@ -643,14 +643,17 @@ class Network:
     def _sync_targets(self, peer_id: str | None) -> list[ID]:
         if self.sync is None:
             raise NetworkError("this node does not sync")
+        sync = self.sync
         if peer_id is None:
-            return list(self.host.get_connected_peers())
+            return [p for p in self.host.get_connected_peers() if not sync.banned(p)]
         try:
             peer = ID.from_base58(peer_id)
         except Exception:
             raise InvalidInput(f"{peer_id!r} is not a peer id") from None
         if not self.host.get_network().get_connections(peer):
             raise NetworkError(f"not connected to {peer_id}: connect to it first")
+        if sync.banned(peer):
+            raise NetworkError(f"{peer_id} broke the sync protocol; it is not synced with for now")
         return [peer]
 
     async def sync_now(self, peer_id: str | None = None) -> list[SyncProgress]:

@@ -69,6 +69,7 @@ class Fetched:
     stored: int = 0  # new or newer records stored
     stale: int = 0  # valid, but we already held it (gossip was faster)
     rejected: int = 0  # invalid, or not the record asked for
+    expired: int = 0  # expired on its way (or by a peer clock a little behind ours)
 
 
 class SyncSource(Protocol):
@@ -328,8 +329,9 @@ class SyncService:
         present = [
             (key, seq, data) for (key, seq), data in zip(batch, answers, strict=False) if data
         ]
-        missing = sum(1 for data in answers if data is None)
         result = await self._source.store(present)
+        # Expired on the way counts as gone, as if the peer no longer held it.
+        missing = sum(1 for data in answers if data is None) + result.expired
         session.count(
             fetched=result.stored + result.stale, rejected=result.rejected, missing=missing
         )

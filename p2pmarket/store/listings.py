@@ -251,17 +251,19 @@ class ListingStore:
         with db.write_batch(transaction=True) as wb:
             for key in doomed:
                 wb.delete(key)
-                rid = key[1 + 8 :]
+                expires, rid = int.from_bytes(key[1 : 1 + 8], "big"), key[1 + 8 :]
                 sync_key = layout.SYNC + layout.listing_sync_key(rid)
                 record = self.get_record(rid)
                 if record is None:  # evicted: only its sync entry is left
                     entry = self._sync_entry(layout.listing_sync_key(rid))
-                    if entry is not None and entry[1] <= now:
+                    if entry is not None and entry[1] == expires:
                         wb.delete(sync_key)
                         collected += 1
                     continue
-                if record.expires > now:
-                    continue  # a leftover key; the record was replaced since
+                if record.expires != expires:
+                    # A leftover key: the record was replaced (or an evicted
+                    # version put again) since, and goes under its own expiry key.
+                    continue
                 if isinstance(record, Listing):
                     self._unindex(wb, record)
                     count -= 1

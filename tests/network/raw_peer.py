@@ -9,11 +9,14 @@ peer against a real node::
         await raw.connect(node)
         await raw.join_mesh(node)
         await raw.publish(b"garbage", topics.listing_topics("vehicles/bicycles"))
+
+It can also answer and open streams of any protocol with a test's own script
+(``handle``, ``open_stream``), e.g. to play a lying peer in catch-up sync.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,7 +24,9 @@ import multiaddr
 import trio
 from conftest import eventually
 from libp2p import new_host
+from libp2p.abc import INetStream
 from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.custom_types import TProtocol
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
@@ -79,6 +84,21 @@ class RawPeer:
             self._nursery.start_soon(_drain, await self.pubsub.subscribe(topic))
         await eventually(lambda: theirs in self.gossipsub.mesh.get(topic, ()))
         await eventually(lambda: ours in network._gossipsub.mesh.get(topic, ()))
+
+    def handle(self, protocol: str, script: Callable[[INetStream], Awaitable[None]]) -> None:
+        """Answer streams of ``protocol`` that a node opens with ``script``."""
+        self.host.set_stream_handler(TProtocol(protocol), script)
+
+    async def open_stream(self, node: Node, protocol: str) -> INetStream:
+        """A stream of ``protocol`` to ``node``, which must be connected."""
+        with trio.fail_after(5):
+            stream: INetStream = await self.host.new_stream(
+                ID.from_base58(node.peer_id), [TProtocol(protocol)]
+            )
+        return stream
+
+    def connected_to(self, node: Node) -> bool:
+        return ID.from_base58(node.peer_id) in self.host.get_connected_peers()
 
     async def publish(self, data: bytes, topic_ids: list[str]) -> None:
         """Publish ``data`` as it is: signed at the pubsub layer by this peer's host
