@@ -37,15 +37,20 @@ def _check(batch: list[tuple[bytes, int, bytes]], now: int) -> tuple[list[Record
         try:
             record, message = records.decode_signed(data, now)
         except InvalidRecord:
-            # Expired on its way, or by a peer clock a little behind ours: gone,
-            # as if the peer no longer held it, and not a lie.
-            if _live_at(data, now - CLOCK_SKEW):
+            # Expired on its way, or valid by a clock within the allowed skew of
+            # ours: gone, as if the peer no longer held it, and not a lie.
+            if _live_at(data, now - CLOCK_SKEW) or _live_at(data, now + CLOCK_SKEW):
                 expired += 1
             else:
                 rejected += 1
             continue
-        if records.sync_key(record) != key or record.seq < seq:
+        if records.sync_key(record) != key:
             rejected += 1
+            continue
+        if record.seq < seq:
+            # The newer version it listed may have expired since (an update can
+            # shorten a lifetime): counted as gone; too many gone is a lie.
+            expired += 1
             continue
         decoded.append(record)
         signed.append((records.author(record), message, record.signature))
@@ -122,5 +127,10 @@ class CatchUp:
         store = self._store
         if store.listing_count <= self._max_listings:
             return 0
-        gone = store.collect_expired(self._now())
+        gone = 0
+        while store.listing_count > self._max_listings:
+            step = store.collect_expired(self._now())
+            if not step:
+                break
+            gone += step
         return gone + store.evict(self._max_listings, self._own_key)

@@ -35,13 +35,20 @@ FANOUT: Final = 16  # parts a mismatched range is split into
 ITEMS_THRESHOLD: Final = 32  # list a range's items instead of splitting it
 MAX_RANGES: Final = 8192  # ranges in one message
 MAX_ITEMS: Final = 20_000  # items listed in one message (~0.5 MB)
-MAX_ROUNDS: Final = 100  # messages received in one session
+MAX_ROUNDS: Final = 100  # messages received that list no item: more is a stall
+MAX_SESSION_ROUNDS: Final = 1000  # messages in all: then fetch what is known so far
+MAX_NEEDS: Final = 2_000_000  # keys one session may ask us to fetch
 MAX_KEY: Final = 64  # bytes in a sync key or bound
 _MOD: Final = 2**256
 
 
 class ProtocolViolation(Exception):
     """The peer broke the reconciliation protocol; the session must end."""
+
+
+class Incomplete(Exception):
+    """The session ran out of rounds; what is known so far is still good to fetch.
+    Not a lie: a big enough difference takes many rounds honestly."""
 
 
 class Mode(enum.IntEnum):
@@ -147,6 +154,7 @@ class Reconciler:
         self.needs: dict[bytes, int] = {}
         self._budget = budget
         self.rounds = 0
+        self.idle_rounds = 0
         self.done = False
         self.items_sent = 0
         self.items_received = 0
@@ -179,9 +187,15 @@ class Reconciler:
 
     def receive(self, message: list[Range]) -> list[Range] | None:
         self.rounds += 1
-        if self.rounds > MAX_ROUNDS:
-            raise ProtocolViolation(f"more than {MAX_ROUNDS} rounds")
         _check_shape(message)
+        if not any(r.items for r in message):
+            # Honest sessions list items within a few rounds of descent; a peer
+            # that only ever sends fingerprints is stalling us.
+            self.idle_rounds += 1
+            if self.idle_rounds > MAX_ROUNDS:
+                raise ProtocolViolation(f"more than {MAX_ROUNDS} rounds without an item")
+        if self.rounds > MAX_SESSION_ROUNDS:
+            raise Incomplete(f"more than {MAX_SESSION_ROUNDS} rounds")
         if all(r.mode is Mode.SKIP for r in message):
             self.done = True
             return None
@@ -239,7 +253,7 @@ class Reconciler:
             if seq > 0:
                 mine = items.seq(key)
                 if mine is None or abs(mine) < seq:
-                    self.needs[key] = max(seq, self.needs.get(key, 0))
+                    self._need(key, seq)
         # Ours that they lack or hold older, and that we can give.
         giving = [
             i
@@ -278,6 +292,11 @@ class Reconciler:
             Range(upper, Mode.FINGERPRINT, hi - split, items.fingerprint(split, hi)),
         ]
 
+    def _need(self, key: bytes, seq: int) -> None:
+        if key not in self.needs and len(self.needs) >= MAX_NEEDS:
+            raise ProtocolViolation(f"more than {MAX_NEEDS:,} records to fetch in one session")
+        self.needs[key] = max(seq, self.needs.get(key, 0))
+
     def _on_reply(self, rng: Range) -> None:
         for key, seq in rng.items:
             mine = self.items.seq(key)
@@ -285,7 +304,7 @@ class Reconciler:
                 # We listed our version of this range; an honest peer replies
                 # only with versions newer than those.
                 raise ProtocolViolation("a reply names a version we did not lack")
-            self.needs[key] = max(seq, self.needs.get(key, 0))
+            self._need(key, seq)
 
     def _defer_excess(self, reply: list[Range]) -> list[Range]:
         """Too many ranges for one message: the tail becomes one fingerprint."""

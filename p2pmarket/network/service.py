@@ -614,9 +614,10 @@ class Network:
 
     async def _sync_when_ready(self, host: IHost, peer: ID) -> None:
         """Sync with a new peer once identify shows it speaks the protocol."""
-        with trio.move_on_after(10):
+        with trio.move_on_after(10) as wait:
             while RECONCILE_PROTOCOL not in _protocols(host, peer):
                 await trio.sleep(0.1)
+        if not wait.cancelled_caught:
             await self._sync_one(peer)
 
     async def _sync_one(self, peer: ID) -> SyncProgress | None:
@@ -635,7 +636,15 @@ class Network:
         while True:
             await trio.sleep(self.config.sync_interval)
             peers = self.host.get_connected_peers()
-            ready = [p for p in peers if RECONCILE_PROTOCOL in _protocols(self.host, p)]
+            sync = self.sync
+            assert sync is not None
+            ready = [
+                p
+                for p in peers
+                if RECONCILE_PROTOCOL in _protocols(self.host, p)
+                and not sync.banned(p)
+                and not sync.busy_with(p)
+            ]
             if ready:
                 peer = min(ready, key=lambda p: self._last_synced.get(p.to_base58(), 0.0))
                 self._nursery_start(self._sync_one, peer)

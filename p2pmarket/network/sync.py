@@ -38,7 +38,7 @@ from libp2p.peer.id import ID
 
 from p2pmarket.events import SyncProgress
 from p2pmarket.network import sync_wire as wire
-from p2pmarket.network.reconcile import ItemSet, ProtocolViolation, Reconciler
+from p2pmarket.network.reconcile import Incomplete, ItemSet, ProtocolViolation, Reconciler
 
 log = logging.getLogger("p2pmarket.sync")
 
@@ -94,6 +94,7 @@ class _Session:
     role: Literal["initiator", "responder"]
     progress: SyncProgress
     needs: list[tuple[bytes, int]] = field(default_factory=list)
+    finished: trio.Event = field(default_factory=trio.Event)
 
     def update(self, **changes: Any) -> None:
         self.progress = replace(self.progress, **changes)
@@ -120,7 +121,7 @@ class SyncService:
         self._source = source
         self._punish = punish
         self._on_done = on_done
-        self._inflight: dict[bytes, str] = {}  # key -> peer fetching it
+        self._inflight: dict[bytes, _Session] = {}  # key -> the session fetching it
         # (peer, role) -> the running session: two nodes that dial each other at
         # once each run one session of each role, and both must succeed.
         self._active: dict[tuple[str, str], _Session] = {}
@@ -155,20 +156,22 @@ class SyncService:
     async def sync_with(self, peer: ID) -> SyncProgress:
         """One session with ``peer`` as the initiator; returns how it ended."""
         running = self._active.get((peer.to_base58(), "initiator"))
-        if running is not None:
+        if running is not None:  # one at a time with a peer: wait for that one
+            await running.finished.wait()
             return running.progress
         session = self._start(peer, "initiator")
         try:
-            with trio.fail_after(RECONCILE_TIMEOUT):
+            with trio.fail_after(FRAME_TIMEOUT):
                 stream = await self._host.new_stream(peer, [RECONCILE_PROTOCOL])
-                try:
-                    await self._reconcile(stream, session, first=True)
-                finally:
-                    await _close(stream)
+            try:
+                await self._reconcile(stream, session, first=True)
+            finally:
+                await _close(stream)
             await self._fetch(session)
         except BaseException as exc:
             await self._failed(session, exc)
             if not isinstance(exc, Exception):
+                self._finish(session)
                 raise
         return self._finish(session)
 
@@ -187,15 +190,15 @@ class SyncService:
         try:
             session = self._start(peer, "responder")
             try:
-                with trio.fail_after(RECONCILE_TIMEOUT):
-                    try:
-                        await self._reconcile(stream, session, first=False)
-                    finally:
-                        await _close(stream)
+                try:
+                    await self._reconcile(stream, session, first=False)
+                finally:
+                    await _close(stream)
                 await self._fetch(session)
             except BaseException as exc:
                 await self._failed(session, exc)
                 if not isinstance(exc, Exception):
+                    self._finish(session)
                     raise
             self._finish(session)
         finally:
@@ -218,6 +221,7 @@ class SyncService:
         if self._active.get((name, session.role)) is session:
             del self._active[(name, session.role)]
         self._history.append(session.progress)
+        session.finished.set()
         self._on_done(session.progress)
         return session.progress
 
@@ -238,16 +242,25 @@ class SyncService:
             session.update(phase="failed", error="stopped")
 
     async def _reconcile(self, stream: INetStream, session: _Session, *, first: bool) -> None:
+        """Trade range messages until all is settled. Out of time or rounds, the
+        session goes on to fetch what it has learnt so far (the next one finds
+        the rest): only a broken rule is a lie."""
         reconciler = Reconciler(await self._source.snapshot())
-        if first:
-            await self._send(stream, session, wire.ranges_frame(reconciler.first()))
-        while not reconciler.done:
-            kind, body = await self._receive(stream, session)
-            if kind != wire.RANGES:
-                raise Liar(f"a frame of type {kind} during reconciliation")
-            reply = reconciler.receive(wire.decode_ranges(body))
-            if reply is not None:
-                await self._send(stream, session, wire.ranges_frame(reply))
+        with trio.move_on_after(RECONCILE_TIMEOUT) as deadline:
+            if first:
+                await self._send(stream, session, wire.ranges_frame(reconciler.first()))
+            try:
+                while not reconciler.done:
+                    kind, body = await self._receive(stream, session)
+                    if kind != wire.RANGES:
+                        raise Liar(f"a frame of type {kind} during reconciliation")
+                    reply = reconciler.receive(wire.decode_ranges(body))
+                    if reply is not None:
+                        await self._send(stream, session, wire.ranges_frame(reply))
+            except Incomplete as exc:
+                log.info("sync with %s stopped early: %s", session.peer, exc)
+        if deadline.cancelled_caught:
+            log.info("sync with %s: reconciliation ran out of time", session.peer)
         session.needs = sorted(reconciler.needs.items())
         session.update(phase="fetching", known=len(session.needs))
 
@@ -259,7 +272,6 @@ class SyncService:
             await self._fetch_all(session)
 
     async def _fetch_all(self, session: _Session) -> None:
-        name = session.peer.to_base58()
         queue: deque[tuple[bytes, int]] = deque(session.needs)
         deferred: list[tuple[bytes, int]] = []  # being fetched from someone else
         outstanding: deque[list[tuple[bytes, int]]] = deque()
@@ -268,7 +280,7 @@ class SyncService:
         try:
             while queue or outstanding or deferred:
                 while len(outstanding) < FETCH_WINDOW and queue:
-                    batch = self._claim(queue, deferred, name, session)
+                    batch = self._claim(queue, deferred, session)
                     if not batch:
                         break
                     outstanding.append(batch)
@@ -288,14 +300,14 @@ class SyncService:
                     missing += await self._store(session, batch, answers)
                 finally:
                     for key, _ in batch:
-                        if self._inflight.get(key) == name:
+                        if self._inflight.get(key) is session:
                             del self._inflight[key]
                 # Past a frame's worth of records, the rest of the batch is asked again.
                 queue.extendleft(reversed(batch[len(answers) :]))
                 if missing > MISSING_GRACE + MAX_MISSING_SHARE * len(session.needs):
                     raise Liar(f"{missing} records it listed are not there")
         finally:
-            for key in [k for k, peer in self._inflight.items() if peer == name]:
+            for key in [k for k, owner in self._inflight.items() if owner is session]:
                 del self._inflight[key]
             await _close(stream)
 
@@ -303,7 +315,6 @@ class SyncService:
         self,
         queue: deque[tuple[bytes, int]],
         deferred: list[tuple[bytes, int]],
-        name: str,
         session: _Session,
     ) -> list[tuple[bytes, int]]:
         batch: list[tuple[bytes, int]] = []
@@ -316,7 +327,7 @@ class SyncService:
             elif key in self._inflight:
                 deferred.append((key, seq))
             else:
-                self._inflight[key] = name
+                self._inflight[key] = session
                 batch.append((key, seq))
         return batch
 
@@ -353,19 +364,26 @@ class SyncService:
             await _reset(stream)
             return
         self._serving_peer[name] = self._serving_peer.get(name, 0) + 1
+        served = 0
         try:
-            while True:
-                with trio.fail_after(FRAME_TIMEOUT * 2):
-                    try:
-                        header = await read_exactly(stream, 4)
-                    except Exception:
-                        return  # the fetcher is done (EOF) or gone
-                    data = await read_exactly(stream, wire.frame_length(header))
-                kind, body = wire.parse(data)
-                if kind != wire.GET:
-                    raise ProtocolViolation(f"a frame of type {kind} on a fetch stream")
-                keys = wire.decode_get(body)
-                await stream.write(wire.records_frame(self._source.records(keys)))
+            # The fetcher gets the same minimum rate it must keep itself.
+            with trio.CancelScope() as limit:
+                began = trio.current_time()
+                while True:
+                    limit.deadline = began + 60 + served / MIN_FETCH_RATE
+                    with trio.fail_after(FRAME_TIMEOUT * 2):
+                        try:
+                            header = await read_exactly(stream, 4)
+                        except Exception:
+                            return  # the fetcher is done (EOF) or gone
+                        data = await read_exactly(stream, wire.frame_length(header))
+                    kind, body = wire.parse(data)
+                    if kind != wire.GET:
+                        raise ProtocolViolation(f"a frame of type {kind} on a fetch stream")
+                    keys = wire.decode_get(body)
+                    with trio.fail_after(FRAME_TIMEOUT):
+                        await stream.write(wire.records_frame(self._source.records(keys)))
+                    served += len(keys)
         except (ProtocolViolation, Liar) as exc:
             log.info("a fetch from %s broke the protocol: %s", peer, exc)
             self._banned[peer.to_base58()] = time.monotonic() + BAN

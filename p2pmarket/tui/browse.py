@@ -48,7 +48,7 @@ class BrowseApp(App[None]):
         self.backend = backend
         self.listings: dict[str, Listing] = {}
         self.query_text = ""
-        self.was_syncing = False
+        self.cached = -1
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="search: words in titles, tags, categories, places", id="query")
@@ -61,8 +61,7 @@ class BrowseApp(App[None]):
     def on_mount(self) -> None:
         table = self.query_one("#results", DataTable)
         table.add_columns("Title", "Price", "Location", "Category", "Listed")
-        self.refresh_status()
-        self.run_search()
+        self.refresh_status()  # and the first search
         self.set_interval(REFRESH, self.refresh_status)
 
     def action_focus_search(self) -> None:
@@ -92,6 +91,7 @@ class BrowseApp(App[None]):
             self.notify(str(exc), severity="error")
             return
         table = self.query_one("#results", DataTable)
+        keep = table.cursor_row
         table.clear()
         self.listings = {}
         for listing in page.listings:
@@ -105,7 +105,9 @@ class BrowseApp(App[None]):
                 age(listing.created),
                 key=key,
             )
-        if not page.listings:
+        if page.listings:
+            table.move_cursor(row=min(keep, len(page.listings) - 1))
+        else:
             self.query_one("#detail", Static).update("No listings match.")
 
     def refresh_status(self) -> None:
@@ -115,10 +117,10 @@ class BrowseApp(App[None]):
             self.query_one("#status", Static).update(f"status unavailable: {exc}")
             return
         self.query_one("#status", Static).update(status_text(status))
-        syncing = status.sync is not None and status.sync.syncing
-        if syncing or self.was_syncing:
-            self.run_search()  # the cache is filling: show what has arrived
-        self.was_syncing = syncing
+        if status.cached_listings != self.cached:
+            # The cache changed (a sync is filling it): show what has arrived.
+            self.cached = status.cached_listings
+            self.run_search()
 
 
 def status_text(status: NodeStatus) -> str:

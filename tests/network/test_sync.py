@@ -199,3 +199,19 @@ async def test_two_nodes_that_start_a_sync_with_each_other_at_once_both_succeed(
 
     assert [p.phase for r in results.values() for p in r] == ["done", "done"]
     await eventually(lambda: live_ids(a) == live_ids(b) == {x.id for x in listings})
+
+
+async def test_a_cancelled_sync_is_over_and_the_next_one_runs(cluster: Cluster) -> None:
+    a, b = await cluster.start(2, topology="none", config=MANUAL)
+    listings = market(3000)
+    load(a, list(listings))
+    await connect(b, a)
+
+    with trio.move_on_after(0.2):
+        await b.sync(a.peer_id)
+
+    status = b.sync_status()
+    assert not status.syncing
+    assert status.sessions[0].phase == "failed" and status.sessions[0].error == "stopped"
+    only(await b.sync(a.peer_id))
+    assert live_ids(b) == {x.id for x in listings}
