@@ -95,6 +95,7 @@ class _Session:
     progress: SyncProgress
     needs: list[tuple[bytes, int]] = field(default_factory=list)
     finished: trio.Event = field(default_factory=trio.Event)
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
     def update(self, **changes: Any) -> None:
         self.progress = replace(self.progress, **changes)
@@ -179,9 +180,14 @@ class SyncService:
 
     async def _answer(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id
-        if self.banned(peer) or (peer.to_base58(), "responder") in self._active:
+        if self.banned(peer):
             await _reset(stream)
             return
+        stale = self._active.get((peer.to_base58(), "responder"))
+        if stale is not None:
+            # A peer runs one session with us at a time: it gave up on that one.
+            stale.scope.cancel()
+            await stale.finished.wait()
         try:
             self._inbound.acquire_nowait()
         except trio.WouldBlock:
@@ -190,11 +196,14 @@ class SyncService:
         try:
             session = self._start(peer, "responder")
             try:
-                try:
-                    await self._reconcile(stream, session, first=False)
-                finally:
-                    await _close(stream)
-                await self._fetch(session)
+                with session.scope:
+                    try:
+                        await self._reconcile(stream, session, first=False)
+                    finally:
+                        await _close(stream)
+                    await self._fetch(session)
+                if session.scope.cancelled_caught:
+                    session.update(phase="failed", error="the peer started over")
             except BaseException as exc:
                 await self._failed(session, exc)
                 if not isinstance(exc, Exception):

@@ -207,8 +207,10 @@ async def test_a_cancelled_sync_is_over_and_the_next_one_runs(cluster: Cluster) 
     load(a, list(listings))
     await connect(b, a)
 
-    with trio.move_on_after(0.2):
-        await b.sync(a.peer_id)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(b.sync, a.peer_id)
+        await eventually(lambda: b.sync_status().syncing)
+        nursery.cancel_scope.cancel()
 
     status = b.sync_status()
     assert not status.syncing
