@@ -237,8 +237,9 @@ def _keep_tail(stream: IO[bytes], tail: deque[str]) -> None:
 def peers(homes: list[Path], changes: Path | None = None) -> Iterator[Peers]:
     """One running peer process per home; all are stopped (or killed) on exit."""
     procs: list[subprocess.Popen[bytes]] = []
+    readers: list[threading.Thread] = []
     try:
-        yield _start_peers(homes, changes, procs)
+        yield _start_peers(homes, changes, procs, readers)
     finally:
         for proc in procs:
             if proc.stdin is not None:
@@ -251,13 +252,24 @@ def peers(homes: list[Path], changes: Path | None = None) -> Iterator[Peers]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for reader in readers:
+            reader.join(timeout=5)  # the pipes end with the processes
+        for proc in procs:
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                if stream is not None:
+                    with suppress(OSError):
+                        stream.close()
 
 
 def _start_peers(
-    homes: list[Path], changes: Path | None, procs: list[subprocess.Popen[bytes]]
+    homes: list[Path],
+    changes: Path | None,
+    procs: list[subprocess.Popen[bytes]],
+    readers: list[threading.Thread],
 ) -> Peers:
-    """Start a peer per home (appending each to ``procs`` at once, for the caller to
-    stop) and wait until every one listens."""
+    """Start a peer per home and wait until every one listens. Each process and
+    reader thread is added to ``procs`` and ``readers`` at once, for the caller
+    to stop and join whatever happens."""
     code = "from bench.sync import peer_main; peer_main()"
     started: list[tuple[queue.Queue[Json | None], deque[str]]] = []
     for home in homes:
@@ -274,8 +286,12 @@ def _start_peers(
         found: queue.Queue[Json | None] = queue.Queue()
         tail: deque[str] = deque(maxlen=15)
         assert proc.stdout is not None and proc.stderr is not None
-        threading.Thread(target=_read_lines, args=(proc.stdout, found), daemon=True).start()
-        threading.Thread(target=_keep_tail, args=(proc.stderr, tail), daemon=True).start()
+        readers += [
+            threading.Thread(target=_read_lines, args=(proc.stdout, found), daemon=True),
+            threading.Thread(target=_keep_tail, args=(proc.stderr, tail), daemon=True),
+        ]
+        readers[-2].start()
+        readers[-1].start()
         started.append((found, tail))
     deadline = time.monotonic() + PEER_START_TIMEOUT
     infos = []
@@ -349,9 +365,12 @@ async def _measure_sync(home: Path, addresses: list[str], report: Callable[[Json
             start_profiling()
             cpu = time.process_time()
             started = time.perf_counter()
+            fetching: list[float] = []
+            nursery.start_soon(_watch_reconciled, node, started, fetching)
             sessions = await node.sync(ids[0] if len(ids) == 1 else None)
             result["seconds"] = time.perf_counter() - started
             result["cpu"] = time.process_time() - cpu
+            result["reconciled"] = fetching[0] if fetching else None
             result["sessions"] = [asdict(s) for s in sessions]
             result["after"] = set_digest(node.store, node.now())
             report(result)
@@ -362,6 +381,17 @@ async def _measure_sync(home: Path, addresses: list[str], report: Callable[[Json
             nursery.cancel_scope.cancel()
     finally:
         node.close()
+
+
+async def _watch_reconciled(node: Node, started: float, out: list[float]) -> None:
+    """When every session had reconciled and was fetching (or done), in seconds
+    from ``started``: sampled every 50 ms, so the fetch time can be told apart."""
+    while True:
+        await trio.sleep(0.05)
+        running = node.sync_status().sessions
+        if running and not any(s.phase == "reconciling" for s in running):
+            out.append(time.perf_counter() - started)
+            return
 
 
 # -- the parent ------------------------------------------------------------------
@@ -414,7 +444,7 @@ def figures(sizes: Sizes, data_dir: Path) -> Figures:
     return found
 
 
-def _bytes(result: Json) -> int:
+def session_bytes(result: Json) -> int:
     return sum(s["bytes_sent"] + s["bytes_received"] for s in result["sessions"])
 
 
@@ -425,6 +455,10 @@ def complete(result: Json) -> bool:
     )
 
 
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
 def _mb(n: float) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
 
@@ -433,7 +467,7 @@ def section(found: Figures, n: int) -> Section:
     label = count(n)
     imported = found["import"]
     base = imported["seconds"]
-    full = _bytes(found["join1"])
+    full = session_bytes(found["join1"])
     section = Section(f"Catch-up sync ({label} listings, every node in its own process)")
     for key, who in (("join1", "1 peer"), (f"join{PEERS}", f"{PEERS} peers at once")):
         r = found[key]
@@ -442,7 +476,7 @@ def section(found: Figures, n: int) -> Section:
             Row(
                 f"join: a fresh node syncs {label} listings from {who}",
                 f"{r['seconds']:.1f} s ({r['seconds'] / base:.2f}x import),"
-                f" {_mb(_bytes(r))}, {count(r['after']['listings'])} stored",
+                f" {_mb(session_bytes(r))}, {count(r['after']['listings'])} stored",
                 f"`Node.import_listings` of the same export file: {base:.1f} s",
                 f"≤ {TARGET_JOIN_RATIO:g}x import = {TARGET_JOIN_RATIO * base:.1f} s, complete",
                 verdict(ok),
@@ -450,12 +484,12 @@ def section(found: Figures, n: int) -> Section:
         )
     back = found["return"]
     ch = found["changes"]
-    share = _bytes(back) / full
+    share = session_bytes(back) / full
     section.rows.append(
         Row(
             f"return: resync after {CHANGED_SHARE:.0%} of {label} changed"
             f" ({ch['updates']} updates, {ch['withdrawals']} withdrawals, {ch['new']} new)",
-            f"{_mb(_bytes(back))} ({share:.2%} of a full sync) in {back['seconds']:.2f} s",
+            f"{_mb(session_bytes(back))} ({share:.2%} of a full sync) in {back['seconds']:.2f} s",
             f"full sync from 1 peer: {_mb(full)}",
             f"≤ {TARGET_RETURN_SHARE:.0%} of a full sync's bytes"
             f" = {_mb(TARGET_RETURN_SHARE * full)}, complete",
@@ -469,7 +503,7 @@ def section(found: Figures, n: int) -> Section:
 def _details(found: Figures, n: int) -> str:
     headers = (
         "run",
-        "seconds",
+        "seconds (of which reconciling)",
         "sent · received",
         "sessions: known · fetched",
         "listings in store (before → after)",
@@ -501,7 +535,7 @@ def _details(found: Figures, n: int) -> str:
         rows.append(
             (
                 name,
-                f"{r['seconds']:.2f}",
+                f"{r['seconds']:.2f} ({_seconds(r.get('reconciled'))})",
                 f"{_mb(sent)} · {_mb(received)}",
                 " + ".join(f"{count(s['known'])} · {count(s['fetched'])}" for s in sessions),
                 f"{count(r['before'])} → {count(r['after']['listings'])}",
@@ -520,7 +554,8 @@ def _details(found: Figures, n: int) -> str:
         " `await node.sync(peer)` (one peer) or `await node.sync()` (all three connected"
         " peers at once), after connecting; the measuring node opens its store as the"
         " daemon does (`resident=True`). Bytes are what its sessions sent and received"
-        " (`SyncProgress`, frames only: no Noise or Yamux overhead). *Known* is what a"
+        " (`SyncProgress`, frames only: no Noise or Yamux overhead). *Reconciling*: until"
+        " every session was fetching (sampled every 50 ms). *Known* is what a"
         " session found the peer holds newer; *fetched* what it stored or found already"
         " there (with three peers a record crosses the wire once and the other sessions"
         " count it as arrived). *Same set* compares a fingerprint of the node's whole"

@@ -326,7 +326,8 @@ class Node:
         """Tell subscribers about a stored record; gossip it if it is ours and new."""
         if not outcome.stored:
             return
-        self._emit(_event(record, outcome, source))
+        if self._subscribers:  # a 100k sync need not build 100k unread events
+            self._emit(_event(record, outcome, source))
         network = self._network
         if network is None or source != "local":
             return

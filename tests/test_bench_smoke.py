@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import BENCHMARKS, Sizes, run
+from bench import BENCHMARKS, Sizes, run, sync
 from bench.report import render
 from bench.results import Section
 
@@ -29,8 +29,10 @@ _TINY = Sizes(
     dht_fetches=2,
     memory_listings=2000,
     memory_idle=0.5,
+    sync_listings=2000,
 )
 _NETWORK = ("gossip", "dht", "memory")
+_SYNC = "sync"  # processes of its own: tested alone
 
 
 def _check(sections: list[Section], titles: list[str], min_rows: int) -> None:
@@ -44,7 +46,7 @@ def _check(sections: list[Section], titles: list[str], min_rows: int) -> None:
 
 def test_every_local_benchmark_produces_numbers_at_a_tiny_size(tmp_path: Path) -> None:
     out = io.StringIO()
-    local = [name for name in BENCHMARKS if name not in _NETWORK]
+    local = [name for name in BENCHMARKS if name not in (*_NETWORK, _SYNC)]
 
     sections = run(quick=True, sizes=_TINY, data_dir=tmp_path, out=out, only=local)
 
@@ -62,3 +64,27 @@ def test_every_network_benchmark_produces_numbers_at_a_tiny_size(tmp_path: Path)
 
     _check(sections, ["Gossip", "DHT", "Memory"], 4)
     assert "| Benchmark |" in render(sections, [], mode="tiny", minutes=0)
+
+
+@pytest.mark.slow
+def test_the_sync_benchmark_syncs_every_record_at_a_tiny_size(tmp_path: Path) -> None:
+    n = _TINY.sync_listings
+
+    found = sync.figures(_TINY, tmp_path)
+
+    imported, full, changes = found["import"], found["join1"], found["changes"]
+    assert imported["added"] == imported["after"]["listings"] == n and imported["seconds"] > 0
+    for key, peers in (("join1", 1), (f"join{sync.PEERS}", sync.PEERS)):
+        joined = found[key]
+        assert len(joined["sessions"]) == peers and sync.complete(joined), joined
+        assert all(s["known"] == s["fetched"] == n for s in joined["sessions"])
+        assert joined["before"] == 0 and joined["after"]["listings"] == n
+        assert joined["seconds"] > 0
+        # Every record crosses the wire once (a listing is a few hundred bytes).
+        assert 200 * n < sync.session_bytes(joined) < 3 * sync.session_bytes(full)
+    back = found["return"]
+    assert sync.complete(back), back
+    assert [(s["known"], s["fetched"]) for s in back["sessions"]] == [(changes["total"],) * 2]
+    assert back["after"]["listings"] == n - changes["withdrawals"] + changes["new"]
+    assert 0 < sync.session_bytes(back) < sync.session_bytes(full) / 10
+    _check([sync.section(found, n)], ["Catch-up"], 3)
