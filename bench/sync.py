@@ -183,13 +183,18 @@ async def _peer(params: Json) -> None:
             killer = threading.Timer(_TEARDOWN_SECONDS, os._exit, args=(0,))
             killer.daemon = True
             killer.start()
-            node.stop()
-            with trio.move_on_after(_TEARDOWN_SECONDS - 5):
-                while node.online:
-                    await trio.sleep(0.05)
-            nursery.cancel_scope.cancel()
+            await _leave(node, nursery)
     finally:
         node.close()
+
+
+async def _leave(node: Node, nursery: trio.Nursery) -> None:
+    """Stop the node cleanly (within the teardown budget), then end its nursery."""
+    node.stop()
+    with trio.move_on_after(_TEARDOWN_SECONDS - 5):
+        while node.online:
+            await trio.sleep(0.05)
+    nursery.cancel_scope.cancel()
 
 
 async def _wait_for_eof() -> None:
@@ -374,11 +379,7 @@ async def _measure_sync(home: Path, addresses: list[str], report: Callable[[Json
             result["sessions"] = [asdict(s) for s in sessions]
             result["after"] = set_digest(node.store, node.now())
             report(result)
-            node.stop()
-            with trio.move_on_after(_TEARDOWN_SECONDS - 5):
-                while node.online:
-                    await trio.sleep(0.05)
-            nursery.cancel_scope.cancel()
+            await _leave(node, nursery)
     finally:
         node.close()
 

@@ -11,6 +11,7 @@ key                                    value
 ``\\x00schema``                         schema version (ascii digits)
 ``\\x00count``                          live listings in the cache (ascii digits)
 ``\\x00synced``                         Unix time a sync last completed (ascii digits)
+``\\x00evicted``                        present once anything was ever evicted
 ``R`` id                               the record: listing or tombstone (msgpack)
 ``T`` suffix                           summary of a live listing (see SUMMARY)
 ``W`` term ``\\x00`` suffix              b"" — posting of a search term
@@ -42,6 +43,7 @@ SCHEMA_VERSION: Final = 2
 SCHEMA_KEY: Final = b"\x00schema"
 COUNT_KEY: Final = b"\x00count"
 SYNCED_KEY: Final = b"\x00synced"
+EVICTED_KEY: Final = b"\x00evicted"
 
 RECORD: Final = b"R"
 TIME: Final = b"T"

@@ -57,6 +57,9 @@ class ListingStore:
         self._db: plyvel.DB | None = open_db(path, resident=resident)
         raw = self._db.get(layout.COUNT_KEY)
         self._count = int(raw) if raw else 0
+        # Until something is evicted, no write needs to look for eviction marks
+        # (a LevelDB read per new record: ~5% of bulk ingest).
+        self._evictions = self._db.get(layout.EVICTED_KEY) is not None
         # Bumped by every change to the set sync compares, so a sync snapshot of
         # the set can be reused while it is unchanged.
         self.generation = 0
@@ -160,7 +163,12 @@ class ListingStore:
                     rid = record.id
                     current = pending[rid] if rid in pending else self.get_record(rid)
                     outcome = self._decide(record, current)
-                    if current is None and outcome.stored and self._evicted_at_least(record):
+                    if (
+                        current is None
+                        and outcome.stored
+                        and self._evictions
+                        and self._evicted_at_least(record)
+                    ):
                         outcome = Outcome.STALE
                     if outcome.stored:
                         if isinstance(current, Listing):
@@ -313,6 +321,8 @@ class ListingStore:
                         )
                     )
                 wb.put(layout.COUNT_KEY, str(self._count - len(victims)).encode())
+                wb.put(layout.EVICTED_KEY, b"1")
+            self._evictions = True
             self._count -= len(victims)
             evicted += len(victims)
         if evicted:
