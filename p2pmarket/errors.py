@@ -71,3 +71,8 @@ class NetworkError(P2PMarketError):
 
 class OfflineError(NetworkError):
     """The operation needs the network, and this node is not running it."""
+
+
+class InvalidEnvelope(P2PMarketError):
+    """A direct-message envelope that is malformed, too large, altered, not for us,
+    not signed by its sender, or outside the accepted time window."""
