@@ -19,6 +19,7 @@ key                                    value
 ``X`` expires(8) id                    b"" — records by expiry, for collection
 ``F`` owner(32)                        a profile record
 ``S`` sync key                         seq(8) expires(8) flags(1): what sync compares
+``M`` ``N`` ``O`` ``Q``                      direct messages (see :mod:`p2pmarket.store.messages`)
 =====================================  ===========================================
 
 A *sync key* names a record in the set two nodes reconcile: ``L`` + listing id
@@ -52,6 +53,11 @@ PRICE: Final = b"P"
 EXPIRY: Final = b"X"
 PROFILE: Final = b"F"
 SYNC: Final = b"S"
+# Direct messages: see p2pmarket.store.messages.
+MESSAGE: Final = b"M"
+BY_ID: Final = b"N"
+OUTBOX: Final = b"O"
+SEEN: Final = b"Q"
 
 SYNC_VALUE: Final = struct.Struct(">QQB")
 EVICTED: Final = 1

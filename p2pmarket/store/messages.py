@@ -1,0 +1,234 @@
+"""Direct messages in the store: threads per peer, unread state, the outbox.
+
+Keys (their prefixes are in :mod:`p2pmarket.store.layout` with all the others):
+
+=======================================  =========================================
+key                                      value
+=======================================  =========================================
+``M`` peer(32) time(8) id(16)            a message (msgpack, see :meth:`Message.pack`)
+``N`` id(16)                             peer(32) time(8): where message ``id`` is
+``O`` due(8) id(16)                      b"" — an outgoing message awaiting a receipt
+``Q`` sender(32) id(16)                  expiry(8): a letter already received (replays)
+=======================================  =========================================
+
+Every write is one WriteBatch written with sync: these are the user's own
+messages, and must survive a crash. States only move forward
+(queued → sent → delivered → read), so a late or repeated receipt cannot undo one.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass, replace
+from typing import Final
+
+import msgpack
+import plyvel
+
+from p2pmarket.errors import StoreError
+from p2pmarket.store.layout import BY_ID, MESSAGE, OUTBOX, SEEN
+
+_U64: Final = struct.Struct(">Q")
+
+
+class State(enum.IntEnum):
+    QUEUED = 0  # written, not yet handed to the recipient or a mailbox
+    SENT = 1  # handed over (directly or to mailboxes), no receipt yet
+    DELIVERED = 2  # the recipient's node has it
+    READ = 3  # the recipient has seen it
+    RECEIVED = 4  # an incoming message
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    peer: bytes  # the other side
+    id: bytes
+    outgoing: bool
+    sent: int  # the letter's time
+    kind: str
+    body: bytes
+    state: State
+    read: bool = False  # incoming: the user has seen it
+    envelope: bytes = b""  # outgoing, until delivered: what is (re)sent
+    attempts: int = 0
+
+    def pack(self) -> bytes:
+        data: bytes = msgpack.packb(
+            [
+                self.id,
+                self.outgoing,
+                self.sent,
+                self.kind,
+                self.body,
+                int(self.state),
+                self.read,
+                self.envelope,
+                self.attempts,
+            ],
+            use_bin_type=True,
+        )
+        return data
+
+    @classmethod
+    def unpack(cls, peer: bytes, data: bytes) -> Message:
+        mid, outgoing, sent, kind, body, state, read, envelope, attempts = msgpack.unpackb(
+            data, raw=False
+        )
+        return cls(peer, mid, outgoing, sent, kind, body, State(state), read, envelope, attempts)
+
+
+@dataclass(frozen=True, slots=True)
+class Thread:
+    peer: bytes
+    last: Message
+    unread: int
+
+
+def _where(peer: bytes, sent: int, mid: bytes) -> bytes:
+    return peer + _U64.pack(sent) + mid
+
+
+class MessageStore:
+    """Messages in the home's LevelDB (the listing store's handle)."""
+
+    def __init__(self, db: plyvel.DB) -> None:
+        self._db = db
+
+    def _write(self, puts: dict[bytes, bytes], deletes: list[bytes] | None = None) -> None:
+        try:
+            with self._db.write_batch(transaction=True, sync=True) as wb:
+                for key in deletes or ():
+                    wb.delete(key)
+                for key, value in puts.items():
+                    wb.put(key, value)
+        except plyvel.Error as exc:
+            raise StoreError(f"writing a message to the store failed: {exc}") from None
+
+    # -- writes ------------------------------------------------------------
+
+    def add_outgoing(self, message: Message, due: int) -> None:
+        """Keep an outgoing message and queue it for sending at ``due``."""
+        where = _where(message.peer, message.sent, message.id)
+        self._write(
+            {
+                MESSAGE + where: message.pack(),
+                BY_ID + message.id: where,
+                OUTBOX + _U64.pack(due) + message.id: b"",
+            }
+        )
+
+    def add_incoming(self, message: Message, keep_until: int) -> bool:
+        """Keep an incoming message; False (and nothing written) for a replay."""
+        seen = SEEN + message.peer + message.id
+        if self._db.get(seen) is not None:
+            return False
+        where = _where(message.peer, message.sent, message.id)
+        self._write(
+            {
+                MESSAGE + where: message.pack(),
+                BY_ID + message.id: where,
+                seen: _U64.pack(keep_until),
+            }
+        )
+        return True
+
+    def get(self, mid: bytes) -> Message | None:
+        where = self._db.get(BY_ID + mid)
+        if where is None:
+            return None
+        raw = self._db.get(MESSAGE + where)
+        return None if raw is None else Message.unpack(where[:32], raw)
+
+    def advance(self, mid: bytes, state: State) -> Message | None:
+        """Move an outgoing message forward to ``state``; a receipt for an unknown
+        message, or one that would move it back, changes nothing (None)."""
+        current = self.get(mid)
+        if current is None or not current.outgoing or state <= current.state:
+            return None
+        done = state >= State.DELIVERED
+        updated = replace(current, state=state, envelope=b"" if done else current.envelope)
+        where = _where(current.peer, current.sent, mid)
+        deletes = self._outbox_keys(mid) if done else []
+        self._write({MESSAGE + where: updated.pack()}, deletes)
+        return updated
+
+    def reschedule(self, mid: bytes, due: int) -> None:
+        """Try an outgoing message again at ``due`` (one more attempt counted)."""
+        current = self.get(mid)
+        if current is None or current.state >= State.DELIVERED:
+            return
+        where = _where(current.peer, current.sent, mid)
+        updated = replace(current, attempts=current.attempts + 1)
+        self._write(
+            {MESSAGE + where: updated.pack(), OUTBOX + _U64.pack(due) + mid: b""},
+            self._outbox_keys(mid),
+        )
+
+    def _outbox_keys(self, mid: bytes) -> list[bytes]:
+        # An id is in the outbox once; finding it means a scan of the (small) outbox.
+        return [
+            key
+            for key in self._db.iterator(prefix=OUTBOX, include_value=False)
+            if key.endswith(mid)
+        ]
+
+    def mark_read(self, peer: bytes) -> list[Message]:
+        """Mark a thread's incoming messages read; return those that were unread."""
+        changed: dict[bytes, bytes] = {}
+        newly: list[Message] = []
+        for key, raw in self._db.iterator(prefix=MESSAGE + peer):
+            message = Message.unpack(peer, raw)
+            if not message.outgoing and not message.read:
+                newly.append(message)
+                changed[key] = replace(message, read=True).pack()
+        if changed:
+            self._write(changed)
+        return newly
+
+    def forget_seen(self, now: int) -> int:
+        """Drop replay marks past their time (letters that old are refused anyway)."""
+        old = [key for key, value in self._db.iterator(prefix=SEEN) if _U64.unpack(value)[0] < now]
+        if old:
+            self._write({}, old)
+        return len(old)
+
+    # -- reads -------------------------------------------------------------
+
+    def due(self, now: int, limit: int = 100) -> list[Message]:
+        """Outgoing messages whose next attempt is due, oldest first."""
+        found = []
+        stop = OUTBOX + _U64.pack(now + 1)
+        for key in self._db.iterator(start=OUTBOX, stop=stop, include_value=False):
+            message = self.get(key[-16:])
+            if message is not None:
+                found.append(message)
+            if len(found) >= limit:
+                break
+        return found
+
+    def thread(self, peer: bytes, limit: int = 100) -> list[Message]:
+        """The last ``limit`` messages with ``peer``, oldest first."""
+        found = [
+            Message.unpack(peer, raw)
+            for _, raw in self._db.iterator(prefix=MESSAGE + peer, reverse=True)
+        ][:limit]
+        return found[::-1]
+
+    def threads(self) -> list[Thread]:
+        """One entry per peer, the most recent conversation first."""
+        result: list[Thread] = []
+        peer: bytes | None = None
+        last: Message | None = None
+        unread = 0
+        for key, raw in self._db.iterator(prefix=MESSAGE):
+            this = key[1:33]
+            if this != peer:
+                if peer is not None and last is not None:
+                    result.append(Thread(peer, last, unread))
+                peer, unread = this, 0
+            last = Message.unpack(this, raw)
+            unread += int(not last.outgoing and not last.read)
+        if peer is not None and last is not None:
+            result.append(Thread(peer, last, unread))
+        return sorted(result, key=lambda t: t.last.sent, reverse=True)
