@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     from p2pmarket.crypto.signing import Signer
     from p2pmarket.ingest import IngestReport
     from p2pmarket.network.service import Network
+    from p2pmarket.store.messages import Message, MessageStore
 
 Passphrase = str | Callable[[], str] | None
 # Deep pages are read through from the start; past this, narrow the search instead.
@@ -84,6 +85,9 @@ _SELLER_DEADLINE = 45.0
 _CATALOGUE_DELAY = 1.0
 # While online, expired records are collected (and the cache cap kept) this often.
 _UPKEEP_EVERY = 600.0
+# Undelivered messages are tried again after 5 s, doubling up to an hour.
+_RETRY_FIRST = 5
+_RETRY_MAX = 3600
 
 
 def _resolve_home(home: str | os.PathLike[str] | None) -> Home:
@@ -142,6 +146,7 @@ class Node:
         self._own_tasks: trio.CancelScope | None = None
         self._catalogue_seq = 0
         self._catchup: CatchUp | None = None
+        self._outbox_due: trio.Event | None = None
         self.dropped_events = 0
 
     @classmethod
@@ -511,6 +516,7 @@ class Node:
             now=self.now,
             sync=self._catchup,
             on_synced=self._on_synced,
+            on_envelope=self._accept_envelope,
         )
         try:
             async with trio.open_nursery() as nursery:
@@ -522,12 +528,14 @@ class Node:
                 await nursery.start(network_then_the_rest)
                 self._network = network
                 self._catalogue_due = trio.Event()
+                self._outbox_due = trio.Event()
                 self._own_tasks = await nursery.start(self._run_own_tasks)
                 if task_status is not None:
                     task_status.started()
         finally:
             self._network = None
             self._catalogue_due = None
+            self._outbox_due = None
             self._own_tasks = None
 
     async def _run_own_tasks(self, task_status: Any) -> None:
@@ -541,6 +549,7 @@ class Node:
                 nursery.start_soon(self._catalogue_loop)
                 nursery.start_soon(self._announce_own)
                 nursery.start_soon(self._upkeep)
+                nursery.start_soon(self._outbox_loop)
 
     def stop(self) -> None:
         """Leave the network: connections are closed first, so peers see us go at
@@ -773,6 +782,117 @@ class Node:
                 for listing_id in wanted:
                     nursery.start_soon(fetch, listing_id)
         return self.store.by_seller(key, self.now())
+
+    # -- direct messages (issue 5, in progress: direct delivery and retries) --
+
+    @property
+    def _messages(self) -> MessageStore:
+        from p2pmarket.store.messages import MessageStore
+
+        return MessageStore(self.store.db)
+
+    def send_message(self, to: bytes | str, text: str) -> Message:
+        """Seal ``text`` to a peer (a peer id, a public key, or a cached listing's id
+        to write to its seller) and put it in the outbox; it is delivered while
+        the node runs, retried until a receipt arrives, also after restarts."""
+        from p2pmarket.crypto.envelope import seal
+        from p2pmarket.store.messages import Message, State
+
+        recipient = self._recipient(to)
+        if recipient == self.public_key:
+            raise InvalidInput("that is your own key: a message needs another peer")
+        body = text.strip().encode()
+        if not body:
+            raise InvalidInput("an empty message")
+        letter, envelope = seal(self._signer_or_unlock(), recipient, "text", body, self.now())
+        message = Message(
+            recipient, letter.id, True, letter.sent, "text", body, State.QUEUED, envelope=envelope
+        )
+        self._messages.add_outgoing(message, due=self.now())
+        if self._outbox_due is not None:
+            self._outbox_due.set()
+        return message
+
+    def _recipient(self, to: bytes | str) -> bytes:
+        if isinstance(to, bytes):
+            if len(to) != 32:
+                raise InvalidInput("a recipient key is 32 bytes")
+            return to
+        if to.startswith("12D3KooW"):
+            return public_key_from_peer_id(to)
+        return self.get_listing(to).seller  # a listing id: its seller
+
+    def thread(self, peer: bytes | str, limit: int = 100) -> list[Message]:
+        """The conversation with a peer (peer id or key), oldest first."""
+        key = public_key_from_peer_id(peer) if isinstance(peer, str) else peer
+        return self._messages.thread(key, limit)
+
+    def _accept_envelope(self, data: bytes, from_peer: str) -> bytes | None:
+        """An envelope from a peer: open it, keep the letter, answer with a receipt
+        (also for a replay, so a sender that missed our receipt stops retrying).
+        Anything that does not open is dropped without an answer."""
+        import msgpack
+
+        from p2pmarket.crypto.envelope import (
+            CLOCK_SKEW as LETTER_SKEW,
+        )
+        from p2pmarket.crypto.envelope import (
+            MAX_AGE,
+            open_envelope,
+            seal,
+        )
+        from p2pmarket.errors import InvalidEnvelope
+        from p2pmarket.store.messages import Message, State
+
+        signer = self._signer_or_unlock()
+        try:
+            letter = open_envelope(data, signer, self.now())
+        except InvalidEnvelope:
+            return None
+        if letter.kind != "text":
+            return None  # receipts come back on the sender's own stream
+        message = Message(
+            letter.sender, letter.id, False, letter.sent, letter.kind, letter.body, State.RECEIVED
+        )
+        self._messages.add_incoming(message, keep_until=letter.sent + MAX_AGE + LETTER_SKEW)
+        body = msgpack.packb([letter.id, int(State.DELIVERED)], use_bin_type=True)
+        return seal(signer, letter.sender, "receipt", body, self.now())[1]
+
+    async def _outbox_loop(self) -> None:
+        """Deliver due messages; on failure try again later, doubling the wait."""
+        import trio
+
+        while self._outbox_due is not None:
+            with trio.move_on_after(1):
+                await self._outbox_due.wait()
+            if self._outbox_due is None:
+                return
+            self._outbox_due = trio.Event()
+            for message in self._messages.due(self.now()):
+                await self._deliver(message)
+
+    async def _deliver(self, message: Message) -> None:
+        import msgpack
+
+        from p2pmarket.crypto.envelope import open_envelope
+        from p2pmarket.errors import InvalidEnvelope
+        from p2pmarket.store.messages import State
+
+        network = self._network
+        if network is None or not network.running:
+            return
+        try:
+            receipt = await network.deliver(peer_id_from_public_key(message.peer), message.envelope)
+            letter = open_envelope(receipt, self._signer_or_unlock(), self.now())
+            if letter.sender != message.peer or letter.kind != "receipt":
+                raise InvalidEnvelope("not a receipt from the recipient")
+            mid, state = msgpack.unpackb(letter.body, raw=False)
+            if mid != message.id:
+                raise InvalidEnvelope("a receipt for another message")
+            self._messages.advance(message.id, State(state))
+        except (P2PMarketError, ValueError, TypeError):
+            wait = min(_RETRY_FIRST * 2**message.attempts, _RETRY_MAX)
+            self._messages.reschedule(message.id, due=self.now() + wait)
 
     def profile(self, owner: bytes | None = None) -> Profile | None:
         return self.store.get_profile(owner or self.public_key)

@@ -51,6 +51,7 @@ from p2pmarket.network.dht import (
     CatalogueValidator,
     ListingValidator,
 )
+from p2pmarket.network.messaging import Messenger, OnEnvelope
 from p2pmarket.network.peerbook import PeerBook
 from p2pmarket.network.ratelimit import RateLimiter
 from p2pmarket.network.sync import RECONCILE_PROTOCOL, SyncService, SyncSource
@@ -183,6 +184,7 @@ class Network:
         now: Callable[[], int],
         sync: SyncSource | None = None,
         on_synced: Callable[[SyncProgress], None] = lambda _: None,
+        on_envelope: OnEnvelope | None = None,
     ) -> None:
         self.config = config
         self._seed = seed
@@ -211,6 +213,8 @@ class Network:
         self._sync_limiter = trio.CapacityLimiter(SYNC_CONCURRENCY)
         self._last_synced: dict[str, float] = {}  # peer -> monotonic time of last start
         self.sync: SyncService | None = None
+        self._on_envelope = on_envelope
+        self._messenger: Messenger | None = None
         self.started = 0
         self.counters: dict[str, int] = {
             "gossip_accepted": 0,
@@ -296,6 +300,8 @@ class Network:
                         "choose another with --listen"
                     )
                 self._host, self._pubsub, self._gossipsub, self._dht = host, pubsub, gossipsub, dht
+                if self._on_envelope is not None:
+                    self._messenger = Messenger(host, self._on_envelope)
                 if self._sync_source is not None:
                     self.sync = SyncService(
                         host, self._sync_source, punish=self._punish, on_done=self._on_synced
@@ -686,6 +692,27 @@ class Network:
         for peer in targets:
             self._nursery_start(self.sync.sync_with, peer)
         return [p.to_base58() for p in targets]
+
+    async def deliver(self, peer_id: str, envelope: bytes) -> bytes:
+        """Hand a sealed envelope to a peer, dialling it first if we are not
+        connected (its address from the peer store, else a DHT lookup); return
+        its receipt. Raises NetworkError when it cannot be reached now."""
+        if self._messenger is None:
+            raise NetworkError("this node does not carry direct messages")
+        peer = ID.from_base58(peer_id)
+        host = self.host
+        if not host.get_network().get_connections(peer):
+            with trio.move_on_after(self.config.connect_timeout):
+                info = None
+                if self._dht is not None:
+                    with contextlib.suppress(Exception):
+                        info = await self._dht.find_peer(peer)
+                if info is not None:
+                    with contextlib.suppress(Exception):
+                        await host.connect(info)
+            if not host.get_network().get_connections(peer):
+                raise NetworkError(f"{peer_id} cannot be reached now")
+        return await self._messenger.deliver(peer, envelope)
 
     async def _punish(self, peer: ID, reason: str) -> None:
         """A peer lied in sync: penalise it in GossipSub's score and hang up."""
