@@ -44,9 +44,11 @@ app = typer.Typer(
 identity_app = typer.Typer(help="Back up and restore this node's identity.", no_args_is_help=True)
 listing_app = typer.Typer(help="Create and manage listings.", no_args_is_help=True)
 profile_app = typer.Typer(help="Your public seller profile.", no_args_is_help=True)
+msg_app = typer.Typer(help="End-to-end encrypted direct messages.", no_args_is_help=True)
 app.add_typer(identity_app, name="identity")
 app.add_typer(listing_app, name="listing")
 app.add_typer(profile_app, name="profile")
+app.add_typer(msg_app, name="msg")
 
 
 class _State:
@@ -792,6 +794,73 @@ def seller(
     typer.echo(f"{profile.name if profile else 'seller'} {peer_id}: {len(found)} live listings")
     for item in found:
         typer.echo(listing_line(item))
+
+
+@msg_app.command("send")
+def msg_send(
+    to: Annotated[str, typer.Argument(help="A peer id, or a listing id to write to its seller.")],
+    text: Annotated[str, typer.Argument(help="The message.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Seal a message and queue it; the daemon delivers it and retries until the
+    recipient's node acknowledges it."""
+    from p2pmarket.display import message_json
+
+    with _open() as node:
+        message = node.send_message(to, text)
+    if as_json:
+        _print_json(message_json(message))
+    else:
+        typer.echo(f"queued {message.id.hex()} (delivered while the daemon runs)")
+
+
+@msg_app.command("thread")
+def msg_thread(
+    peer: Annotated[str, typer.Argument(help="The other side's peer id.")],
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """The conversation with one peer, oldest first; marks it read."""
+    from p2pmarket.display import message_json, message_line
+
+    with _open() as node:
+        found = node.thread(peer, limit)
+        node.mark_read(peer)
+    if as_json:
+        _print_json([message_json(m) for m in found])
+        return
+    if not found:
+        typer.echo("No messages with this peer.")
+    for message in found:
+        typer.echo(message_line(message))
+
+
+@msg_app.command("inbox")
+def msg_inbox(as_json: JsonOpt = False) -> None:
+    """Conversations, the latest first, with unread counts."""
+    from p2pmarket.crypto.peer_id import peer_id_from_public_key
+    from p2pmarket.display import message_json
+
+    with _open() as node:
+        threads = node.conversations()
+    if as_json:
+        _print_json(
+            [
+                {
+                    "peer": peer_id_from_public_key(t.peer),
+                    "unread": t.unread,
+                    "last": message_json(t.last),
+                }
+                for t in threads
+            ]
+        )
+        return
+    if not threads:
+        typer.echo("No messages yet.")
+    for t in threads:
+        unread = f"{t.unread} unread" if t.unread else "read"
+        arrow = "→" if t.last.outgoing else "←"
+        typer.echo(f"{peer_id_from_public_key(t.peer)}  {unread:>9}  {arrow} {t.last.text[:60]}")
 
 
 @app.command("sync")

@@ -23,6 +23,7 @@ from p2pmarket.events import (
 )
 from p2pmarket.money import format_price
 from p2pmarket.records import Listing, Profile, Tombstone, format_id
+from p2pmarket.store.messages import Message
 
 
 def iso_time(ts: int) -> str:
@@ -204,3 +205,22 @@ def progress_line(progress: SyncProgress) -> str:
     if progress.error:
         text += f" — {progress.error}"
     return text
+
+
+def message_json(message: Message) -> dict[str, Any]:
+    return {
+        "id": message.id.hex(),
+        "peer": peer_id_from_public_key(message.peer),
+        "direction": "out" if message.outgoing else "in",
+        "sent": iso_time(message.sent),
+        "kind": message.kind,
+        "text": message.text,
+        "state": message.state.name.lower(),
+        "read": message.read,
+    }
+
+
+def message_line(message: Message) -> str:
+    arrow = "→" if message.outgoing else "←"
+    state = f" [{message.state.name.lower()}]" if message.outgoing else ""
+    return f"{iso_time(message.sent)} {arrow} {message.text}{state}"

@@ -66,7 +66,7 @@ if TYPE_CHECKING:
     from p2pmarket.crypto.signing import Signer
     from p2pmarket.ingest import IngestReport
     from p2pmarket.network.service import Network
-    from p2pmarket.store.messages import Message, MessageStore
+    from p2pmarket.store.messages import Message, MessageStore, Thread
 
 Passphrase = str | Callable[[], str] | None
 # Deep pages are read through from the start; past this, narrow the search instead.
@@ -826,6 +826,15 @@ class Node:
         """The conversation with a peer (peer id or key), oldest first."""
         key = public_key_from_peer_id(peer) if isinstance(peer, str) else peer
         return self._messages.thread(key, limit)
+
+    def conversations(self) -> list[Thread]:
+        """One entry per peer we have written with, the latest first, with unread counts."""
+        return self._messages.threads()
+
+    def mark_read(self, peer: bytes | str) -> int:
+        """Mark a conversation read; return how many messages were unread."""
+        key = public_key_from_peer_id(peer) if isinstance(peer, str) else peer
+        return len(self._messages.mark_read(key))
 
     def _accept_envelope(self, data: bytes, from_peer: str) -> bytes | None:
         """An envelope from a peer: open it, keep the letter, answer with a receipt

@@ -29,6 +29,7 @@ from p2pmarket.node import EVENT_BUFFER
 from p2pmarket.records import Kind, Listing, Profile, Tombstone
 from p2pmarket.rpc import codec
 from p2pmarket.rpc.codec import ProtocolError
+from p2pmarket.store.messages import Message, Thread
 from p2pmarket.store.search import Page, Sort
 
 if TYPE_CHECKING:
@@ -397,6 +398,22 @@ class Client:
 
     def sync_status(self) -> SyncStatus:
         return _expect(self.call("sync_status"), SyncStatus, "sync_status")
+
+    def send_message(self, to: bytes | str, text: str) -> Message:
+        return _expect(self.call("send_message", {"to": to, "text": text}), Message, "send_message")
+
+    def thread(self, peer: bytes | str, limit: int = 100) -> list[Message]:
+        result = self.call("thread", {"peer": peer, "limit": limit})
+        return _expect_list(result, Message, "thread")
+
+    def conversations(self) -> list[Thread]:
+        return _expect_list(self.call("conversations"), Thread, "conversations")
+
+    def mark_read(self, peer: bytes | str) -> int:
+        result = self.call("mark_read", {"peer": peer})
+        if type(result) is not int:
+            raise ProtocolError("mark_read: the daemon sent something other than a count")
+        return result
 
     def peers(self) -> list[PeerInfo]:
         return _expect_list(self.call("peers"), PeerInfo, "peers")

@@ -27,6 +27,7 @@ every record before storing it, so the client rebuilds records with
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 import importlib
 import os
@@ -54,7 +55,7 @@ NODE_METHODS: Final = frozenset(
         "create_listing update_listing withdraw_listing get_listing my_listings search "
         "collect_garbage export_listings import_listings profile set_profile "
         "status peers connect fetch_listing fetch_seller stop events "
-        "sync start_sync sync_status"
+        "sync start_sync sync_status send_message thread conversations mark_read"
     ).split()
 )
 
@@ -71,6 +72,8 @@ DATACLASSES: Final[Mapping[str, str]] = {
     "NodeStatus": "p2pmarket.events",
     "SyncStatus": "p2pmarket.events",
     "SyncProgress": "p2pmarket.events",
+    "Message": "p2pmarket.store.messages",
+    "Thread": "p2pmarket.store.messages",
     "ListingAdded": "p2pmarket.events",
     "ListingUpdated": "p2pmarket.events",
     "ListingWithdrawn": "p2pmarket.events",
@@ -225,7 +228,13 @@ def _field_hints(name: str) -> dict[str, Any]:
 
 def _coerce(value: object, hint: Any) -> object:
     """Turn the arrays of ``value`` back into the tuples that ``hint`` declares
-    (msgpack has one array type; our dataclasses use tuples for immutable fields)."""
+    (msgpack has one array type; our dataclasses use tuples for immutable fields),
+    and the plain values of enum fields back into their enums."""
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(value)
+        except ValueError:
+            raise ProtocolError(f"{value!r} is not a {hint.__name__}") from None
     if not isinstance(value, list):
         return value
     origin, args = typing.get_origin(hint), typing.get_args(hint)

@@ -53,6 +53,10 @@ class Message:
     envelope: bytes = b""  # outgoing, until delivered: what is (re)sent
     attempts: int = 0
 
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
     def pack(self) -> bytes:
         data: bytes = msgpack.packb(
             [

@@ -210,6 +210,28 @@ def test_sync_brings_a_newcomer_what_was_listed_before_it_came_and_status_says_s
     assert text.returncode == 0 and text.stdout.startswith(f"{a.peer_id}  done: fetched 0 of 0")
 
 
+def test_a_message_sent_with_the_cli_is_delivered_acknowledged_and_read(
+    daemons: Daemons,
+) -> None:
+    a, b = daemons.start_all(2)
+    assert cli(b.home, "connect", a.address).returncode == 0
+
+    sent = cli_json(a.home, "msg", "send", b.peer_id, "Helmnya masih ada?", "--json")
+
+    assert sent["state"] == "queued" and sent["direction"] == "out"
+    wait_for(
+        lambda: cli_json(a.home, "msg", "thread", b.peer_id, "--json")[-1]["state"],
+        "delivered",
+        "A sees its message delivered",
+    )
+    (inbox,) = cli_json(b.home, "msg", "inbox", "--json")
+    assert inbox["peer"] == a.peer_id and inbox["unread"] == 1
+    assert inbox["last"]["text"] == "Helmnya masih ada?"
+    thread = cli(b.home, "msg", "thread", a.peer_id)
+    assert thread.returncode == 0 and "← Helmnya masih ada?" in thread.stdout
+    assert cli_json(b.home, "msg", "inbox", "--json")[0]["unread"] == 0
+
+
 def test_sync_without_peers_or_with_an_unknown_peer_fails_in_one_line(lone: Daemon) -> None:
     alone = cli(lone.home, "sync")
     assert alone.returncode == 1 and "no peers are connected" in one_error_line(alone)

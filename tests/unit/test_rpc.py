@@ -53,6 +53,7 @@ from p2pmarket.rpc.client import Client, ConnectionLost, DaemonNotRunning
 from p2pmarket.rpc.codec import DATACLASSES, MAX_FRAME, NODE_METHODS, ProtocolError
 from p2pmarket.rpc.server import serve
 from p2pmarket.store import Page
+from p2pmarket.store.messages import Message, State, Thread
 
 _T = TypeVar("_T")
 
@@ -80,6 +81,12 @@ SAMPLES: dict[str, object] = {
         extra={"dropped": 2},
     ),
     "SyncStatus": SyncStatus(False, False, NOW, 2, ()),
+    "Message": Message(b"\x07" * 32, b"\x01" * 16, True, NOW, "text", b"Halo", State.SENT),
+    "Thread": Thread(
+        b"\x07" * 32,
+        Message(b"\x07" * 32, b"\x02" * 16, False, NOW, "text", b"Masih ada?", State.RECEIVED),
+        1,
+    ),
     "SyncProgress": SyncProgress(
         PEER, "responder", "failed", 3, 1, 1, 0, 900, 12_000, NOW, NOW + 2, "lied"
     ),
