@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from p2pmarket.crypto.peer_id import peer_id_from_public_key
 from p2pmarket.events import (
@@ -23,7 +23,9 @@ from p2pmarket.events import (
 )
 from p2pmarket.money import format_price
 from p2pmarket.records import Listing, Profile, Tombstone, format_id
-from p2pmarket.store.messages import Message
+
+if TYPE_CHECKING:
+    from p2pmarket.store.messages import Message
 
 
 def iso_time(ts: int) -> str:

@@ -842,14 +842,7 @@ class Node:
         Anything that does not open is dropped without an answer."""
         import msgpack
 
-        from p2pmarket.crypto.envelope import (
-            CLOCK_SKEW as LETTER_SKEW,
-        )
-        from p2pmarket.crypto.envelope import (
-            MAX_AGE,
-            open_envelope,
-            seal,
-        )
+        from p2pmarket.crypto.envelope import REPLAY_WINDOW, open_envelope, seal
         from p2pmarket.errors import InvalidEnvelope
         from p2pmarket.store.messages import Message, State
 
@@ -863,7 +856,7 @@ class Node:
         message = Message(
             letter.sender, letter.id, False, letter.sent, letter.kind, letter.body, State.RECEIVED
         )
-        self._messages.add_incoming(message, keep_until=letter.sent + MAX_AGE + LETTER_SKEW)
+        self._messages.add_incoming(message, keep_until=letter.sent + REPLAY_WINDOW)
         body = msgpack.packb([letter.id, int(State.DELIVERED)], use_bin_type=True)
         return seal(signer, letter.sender, "receipt", body, self.now())[1]
 

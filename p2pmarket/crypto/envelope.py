@@ -45,6 +45,9 @@ ID_SIZE: Final = 16
 KEY_SIZE: Final = 32
 MAX_AGE: Final = 14 * 86400  # a letter older than this is refused (mailboxes keep 14 days)
 CLOCK_SKEW: Final = 10 * 60
+# A receiver remembers a letter's (sender, id) this long after its time: older
+# letters are refused anyway, so a replay can never get past both.
+REPLAY_WINDOW: Final = MAX_AGE + CLOCK_SKEW
 KINDS: Final = frozenset({"text", "receipt"})
 _DOMAIN: Final = b"p2pmarket/letter/v1\x00"
 _SEAL_OVERHEAD: Final = nacl.bindings.crypto_box_SEALBYTES

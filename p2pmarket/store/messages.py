@@ -52,6 +52,7 @@ class Message:
     read: bool = False  # incoming: the user has seen it
     envelope: bytes = b""  # outgoing, until delivered: what is (re)sent
     attempts: int = 0
+    due: int = 0  # outgoing, until delivered: when it is tried next (its outbox key)
 
     @property
     def text(self) -> str:
@@ -69,6 +70,7 @@ class Message:
                 self.read,
                 self.envelope,
                 self.attempts,
+                self.due,
             ],
             use_bin_type=True,
         )
@@ -76,10 +78,12 @@ class Message:
 
     @classmethod
     def unpack(cls, peer: bytes, data: bytes) -> Message:
-        mid, outgoing, sent, kind, body, state, read, envelope, attempts = msgpack.unpackb(
+        mid, outgoing, sent, kind, body, state, read, envelope, attempts, due = msgpack.unpackb(
             data, raw=False
         )
-        return cls(peer, mid, outgoing, sent, kind, body, State(state), read, envelope, attempts)
+        return cls(
+            peer, mid, outgoing, sent, kind, body, State(state), read, envelope, attempts, due
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +91,10 @@ class Thread:
     peer: bytes
     last: Message
     unread: int
+
+
+def _outbox_key(message: Message) -> bytes:
+    return OUTBOX + _U64.pack(message.due) + message.id
 
 
 def _where(peer: bytes, sent: int, mid: bytes) -> bytes:
@@ -116,7 +124,7 @@ class MessageStore:
         where = _where(message.peer, message.sent, message.id)
         self._write(
             {
-                MESSAGE + where: message.pack(),
+                MESSAGE + where: replace(message, due=due).pack(),
                 BY_ID + message.id: where,
                 OUTBOX + _U64.pack(due) + message.id: b"",
             }
@@ -153,7 +161,7 @@ class MessageStore:
         done = state >= State.DELIVERED
         updated = replace(current, state=state, envelope=b"" if done else current.envelope)
         where = _where(current.peer, current.sent, mid)
-        deletes = self._outbox_keys(mid) if done else []
+        deletes = [_outbox_key(current)] if done else []
         self._write({MESSAGE + where: updated.pack()}, deletes)
         return updated
 
@@ -163,19 +171,11 @@ class MessageStore:
         if current is None or current.state >= State.DELIVERED:
             return
         where = _where(current.peer, current.sent, mid)
-        updated = replace(current, attempts=current.attempts + 1)
+        updated = replace(current, attempts=current.attempts + 1, due=due)
         self._write(
-            {MESSAGE + where: updated.pack(), OUTBOX + _U64.pack(due) + mid: b""},
-            self._outbox_keys(mid),
+            {MESSAGE + where: updated.pack(), _outbox_key(updated): b""},
+            [_outbox_key(current)],
         )
-
-    def _outbox_keys(self, mid: bytes) -> list[bytes]:
-        # An id is in the outbox once; finding it means a scan of the (small) outbox.
-        return [
-            key
-            for key in self._db.iterator(prefix=OUTBOX, include_value=False)
-            if key.endswith(mid)
-        ]
 
     def mark_read(self, peer: bytes) -> list[Message]:
         """Mark a thread's incoming messages read; return those that were unread."""
