@@ -15,6 +15,8 @@ from p2pmarket.events import (
     ListingAdded,
     ListingUpdated,
     ListingWithdrawn,
+    MessageReceived,
+    MessageStateChanged,
     PeerConnected,
     PeerDisconnected,
     ProfileUpdated,
@@ -131,6 +133,10 @@ def event_json(event: Event) -> dict[str, Any]:
         body = {"profile": profile_json(event.profile), "source": event.source}
     elif isinstance(event, PeerConnected):
         body = {"peer_id": event.peer_id, "address": event.address}
+    elif isinstance(event, MessageReceived):
+        body = {"message": message_json(event.message), "via": event.via}
+    elif isinstance(event, MessageStateChanged):
+        body = {"message": message_json(event.message)}
     else:
         body = {"peer_id": event.peer_id}
     return {"event": _EVENT_NAMES[type(event)], "time": iso_time(int(time.time())), **body}
@@ -146,6 +152,9 @@ def event_line(event: Event) -> str:
         return f"{name:18} {event.profile.name} {peer_id_from_public_key(event.profile.owner)}"
     if isinstance(event, PeerConnected):
         return f"{name:18} {event.peer_id} {event.address}"
+    if isinstance(event, MessageReceived | MessageStateChanged):
+        peer = peer_id_from_public_key(event.message.peer)
+        return f"{name:18} {peer} {message_line(event.message)}"
     return f"{name:18} {event.peer_id}"
 
 
@@ -156,6 +165,8 @@ _EVENT_NAMES: dict[type, str] = {
     ProfileUpdated: "profile-updated",
     PeerConnected: "peer-connected",
     PeerDisconnected: "peer-disconnected",
+    MessageReceived: "message-received",
+    MessageStateChanged: "message-state",
 }
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
 from p2pmarket.records import Listing, Profile, Tombstone
+from p2pmarket.store.messages import Message
 
 Source: TypeAlias = Literal["local", "gossip", "dht", "import", "sync"]
 
@@ -56,6 +57,21 @@ class PeerDisconnected:
     peer_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """A new direct message arrived (a replay or a blocked sender's does not count)."""
+
+    message: Message
+    via: Literal["direct", "mailbox"]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageStateChanged:
+    """One of our messages moved on: sent (left with mailboxes), delivered, read."""
+
+    message: Message
+
+
 Event: TypeAlias = (
     ListingAdded
     | ListingUpdated
@@ -63,6 +79,8 @@ Event: TypeAlias = (
     | ProfileUpdated
     | PeerConnected
     | PeerDisconnected
+    | MessageReceived
+    | MessageStateChanged
 )
 
 

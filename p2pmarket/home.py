@@ -50,6 +50,8 @@ class Config:
     follow: tuple[str, ...] = ()  # categories to follow; empty means all
     max_listings: int = 1_000_000  # cache cap: past it the oldest others' listings go
     sync_minutes: int = 10  # catch up with one peer this often (0: only on connect)
+    read_receipts: bool = True  # tell senders when we have read their messages
+    mailbox_mb: int = 64  # others' offline mail we hold at most (0: hold none)
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any], origin: str) -> Config:
@@ -63,8 +65,9 @@ class Config:
                 raise ConfigError(f"{origin}: {key} must be a list of text")
             if key in data:
                 data = {**data, key: tuple(value)}
-        if not isinstance(data.get("mdns", True), bool):
-            raise ConfigError(f"{origin}: mdns must be true or false")
+        for key in ("mdns", "read_receipts"):
+            if not isinstance(data.get(key, True), bool):
+                raise ConfigError(f"{origin}: {key} must be true or false")
         # Light checks, without importing multiaddr (every command reads the
         # config); the daemon parses the addresses fully when it starts.
         for address in data.get("listen", ()):
@@ -92,7 +95,7 @@ class Config:
         days = config.listing_days
         if type(days) is not int or not 1 <= days <= MAX_LIFETIME // DAY:
             raise ConfigError(f"{origin}: listing_days must be a whole number from 1 to 90")
-        for key, low in (("max_listings", 1000), ("sync_minutes", 0)):
+        for key, low in (("max_listings", 1000), ("sync_minutes", 0), ("mailbox_mb", 0)):
             value = getattr(config, key)
             if type(value) is not int or not low <= value <= 10**9:
                 raise ConfigError(f"{origin}: {key} must be a whole number of at least {low}")

@@ -46,6 +46,7 @@ from p2pmarket.events import (
     ListingUpdated,
     ListingWithdrawn,
     NodeStatus,
+    PeerConnected,
     PeerInfo,
     ProfileUpdated,
     Source,
@@ -66,7 +67,8 @@ if TYPE_CHECKING:
     from p2pmarket.crypto.signing import Signer
     from p2pmarket.ingest import IngestReport
     from p2pmarket.network.service import Network
-    from p2pmarket.store.messages import Message, MessageStore, Thread
+    from p2pmarket.postoffice import PostOffice
+    from p2pmarket.store.messages import Message, Thread
 
 Passphrase = str | Callable[[], str] | None
 # Deep pages are read through from the start; past this, narrow the search instead.
@@ -85,9 +87,6 @@ _SELLER_DEADLINE = 45.0
 _CATALOGUE_DELAY = 1.0
 # While online, expired records are collected (and the cache cap kept) this often.
 _UPKEEP_EVERY = 600.0
-# Undelivered messages are tried again after 5 s, doubling up to an hour.
-_RETRY_FIRST = 5
-_RETRY_MAX = 3600
 
 
 def _resolve_home(home: str | os.PathLike[str] | None) -> Home:
@@ -146,7 +145,7 @@ class Node:
         self._own_tasks: trio.CancelScope | None = None
         self._catalogue_seq = 0
         self._catchup: CatchUp | None = None
-        self._outbox_due: trio.Event | None = None
+        self._post_office: PostOffice | None = None
         self.dropped_events = 0
 
     @classmethod
@@ -421,6 +420,7 @@ class Node:
             sort=sort,
             limit=limit,
             offset=offset,
+            hide_sellers=self._post.blocked.keys(),
         )
         return self.store.search(query, self.now())
 
@@ -494,6 +494,7 @@ class Node:
         import trio
 
         from p2pmarket.network.service import Network
+        from p2pmarket.store.mailbox import Mailbox, Quotas
 
         if self._network is not None:
             raise P2PMarketError("this node's network is already running")
@@ -511,12 +512,14 @@ class Node:
             signer.seed(),
             config or self.network_config(),
             accept=self._accept_remote,
-            on_event=self._emit,
+            on_event=self._on_network_event,
             peerbook=self.home.peers_file,
             now=self.now,
             sync=self._catchup,
             on_synced=self._on_synced,
-            on_envelope=self._accept_envelope,
+            on_envelope=self._post.receive,
+            mailbox=Mailbox(self.store.db, Quotas(total_bytes=self.config.mailbox_mb << 20)),
+            on_mail=self._post.receive_mail,
         )
         try:
             async with trio.open_nursery() as nursery:
@@ -528,14 +531,12 @@ class Node:
                 await nursery.start(network_then_the_rest)
                 self._network = network
                 self._catalogue_due = trio.Event()
-                self._outbox_due = trio.Event()
                 self._own_tasks = await nursery.start(self._run_own_tasks)
                 if task_status is not None:
                     task_status.started()
         finally:
             self._network = None
             self._catalogue_due = None
-            self._outbox_due = None
             self._own_tasks = None
 
     async def _run_own_tasks(self, task_status: Any) -> None:
@@ -549,7 +550,8 @@ class Node:
                 nursery.start_soon(self._catalogue_loop)
                 nursery.start_soon(self._announce_own)
                 nursery.start_soon(self._upkeep)
-                nursery.start_soon(self._outbox_loop)
+                assert self._network is not None
+                nursery.start_soon(self._post.run, self._network)
 
     def stop(self) -> None:
         """Leave the network: connections are closed first, so peers see us go at
@@ -647,6 +649,11 @@ class Node:
         finally:
             self._subscribers.remove(send)
             send.close()
+
+    def _on_network_event(self, event: Event) -> None:
+        if isinstance(event, PeerConnected):
+            self._post.peer_connected(event.peer_id)  # messages waiting for it go now
+        self._emit(event)
 
     def _emit(self, event: Event) -> None:
         import trio
@@ -783,118 +790,70 @@ class Node:
                     nursery.start_soon(fetch, listing_id)
         return self.store.by_seller(key, self.now())
 
-    # -- direct messages (issue 5, in progress: direct delivery and retries) --
+    # -- direct messages ------------------------------------------------------
 
     @property
-    def _messages(self) -> MessageStore:
-        from p2pmarket.store.messages import MessageStore
+    def _post(self) -> PostOffice:
+        if self._post_office is None:
+            from p2pmarket.postoffice import PostOffice
 
-        return MessageStore(self.store.db)
+            self._post_office = PostOffice(
+                self.store.db,
+                signer=self._signer_or_unlock,
+                now=self.now,
+                emit=self._emit,
+                read_receipts=self.config.read_receipts,
+            )
+        return self._post_office
 
     def send_message(self, to: bytes | str, text: str) -> Message:
         """Seal ``text`` to a peer (a peer id, a public key, or a cached listing's id
-        to write to its seller) and put it in the outbox; it is delivered while
-        the node runs, retried until a receipt arrives, also after restarts."""
-        from p2pmarket.crypto.envelope import seal
-        from p2pmarket.store.messages import Message, State
-
+        to write to its seller) and put it in the outbox. While the node runs it is
+        delivered, or left with the recipient's mailboxes, and retried until a
+        receipt arrives, also across restarts."""
         recipient = self._recipient(to)
         if recipient == self.public_key:
             raise InvalidInput("that is your own key: a message needs another peer")
-        body = text.strip().encode()
-        if not body:
-            raise InvalidInput("an empty message")
-        letter, envelope = seal(self._signer_or_unlock(), recipient, "text", body, self.now())
-        message = Message(
-            recipient, letter.id, True, letter.sent, "text", body, State.QUEUED, envelope=envelope
-        )
-        self._messages.add_outgoing(message, due=self.now())
-        if self._outbox_due is not None:
-            self._outbox_due.set()
-        return message
+        return self._post.send(recipient, text)
 
     def _recipient(self, to: bytes | str) -> bytes:
-        if isinstance(to, bytes):
-            if len(to) != 32:
-                raise InvalidInput("a recipient key is 32 bytes")
-            return to
-        if to.startswith("12D3KooW"):
-            return public_key_from_peer_id(to)
+        if isinstance(to, bytes) or to.startswith("12D3KooW"):
+            return _peer_key(to)
         return self.get_listing(to).seller  # a listing id: its seller
 
     def thread(self, peer: bytes | str, limit: int = 100) -> list[Message]:
         """The conversation with a peer (peer id or key), oldest first."""
-        key = public_key_from_peer_id(peer) if isinstance(peer, str) else peer
-        return self._messages.thread(key, limit)
+        return self._post.messages.thread(_peer_key(peer), limit)
 
     def conversations(self) -> list[Thread]:
         """One entry per peer we have written with, the latest first, with unread counts."""
-        return self._messages.threads()
+        return self._post.messages.threads()
 
     def mark_read(self, peer: bytes | str) -> int:
-        """Mark a conversation read; return how many messages were unread."""
-        key = public_key_from_peer_id(peer) if isinstance(peer, str) else peer
-        return len(self._messages.mark_read(key))
+        """Mark a conversation read (and send the peer a read receipt, unless the
+        ``read_receipts`` setting is off); return how many messages were unread."""
+        return self._post.mark_read(_peer_key(peer))
 
-    def _accept_envelope(self, data: bytes, from_peer: str) -> bytes | None:
-        """An envelope from a peer: open it, keep the letter, answer with a receipt
-        (also for a replay, so a sender that missed our receipt stops retrying).
-        Anything that does not open is dropped without an answer."""
-        import msgpack
+    async def check_mail(self) -> int:
+        """Ask our mailbox holders for mail now; return how many envelopes arrived
+        (receipts included). The node also does this on start and every 5 minutes."""
+        return await self._require_network().collect_mail()
 
-        from p2pmarket.crypto.envelope import REPLAY_WINDOW, open_envelope, seal
-        from p2pmarket.errors import InvalidEnvelope
-        from p2pmarket.store.messages import Message, State
+    def block(self, peer: bytes | str) -> bool:
+        """Block a peer: its messages are dropped and its listings hidden from
+        search. False if it was blocked already."""
+        key = _peer_key(peer)
+        if key == self.public_key:
+            raise InvalidInput("you cannot block yourself")
+        return self._post.blocked.block(key, self.now())
 
-        signer = self._signer_or_unlock()
-        try:
-            letter = open_envelope(data, signer, self.now())
-        except InvalidEnvelope:
-            return None
-        if letter.kind != "text":
-            return None  # receipts come back on the sender's own stream
-        message = Message(
-            letter.sender, letter.id, False, letter.sent, letter.kind, letter.body, State.RECEIVED
-        )
-        self._messages.add_incoming(message, keep_until=letter.sent + REPLAY_WINDOW)
-        body = msgpack.packb([letter.id, int(State.DELIVERED)], use_bin_type=True)
-        return seal(signer, letter.sender, "receipt", body, self.now())[1]
+    def unblock(self, peer: bytes | str) -> bool:
+        """Unblock a peer; False if it was not blocked."""
+        return self._post.blocked.unblock(_peer_key(peer))
 
-    async def _outbox_loop(self) -> None:
-        """Deliver due messages; on failure try again later, doubling the wait."""
-        import trio
-
-        while self._outbox_due is not None:
-            with trio.move_on_after(1):
-                await self._outbox_due.wait()
-            if self._outbox_due is None:
-                return
-            self._outbox_due = trio.Event()
-            for message in self._messages.due(self.now()):
-                await self._deliver(message)
-
-    async def _deliver(self, message: Message) -> None:
-        import msgpack
-
-        from p2pmarket.crypto.envelope import open_envelope
-        from p2pmarket.errors import InvalidEnvelope
-        from p2pmarket.store.messages import State
-
-        network = self._network
-        if network is None or not network.running:
-            return
-        try:
-            receipt = await network.deliver(peer_id_from_public_key(message.peer), message.envelope)
-            letter = open_envelope(receipt, self._signer_or_unlock(), self.now())
-            if letter.sender != message.peer or letter.kind != "receipt":
-                raise InvalidEnvelope("not a receipt from the recipient")
-            mid, state = msgpack.unpackb(letter.body, raw=False)
-            if mid != message.id:
-                raise InvalidEnvelope("a receipt for another message")
-            self._messages.advance(message.id, State(state))
-        except (P2PMarketError, ValueError, TypeError):
-            wait = min(_RETRY_FIRST * 2**message.attempts, _RETRY_MAX)
-            self._messages.reschedule(message.id, due=self.now() + wait)
+    def blocked(self) -> list[str]:
+        """The blocked peers' ids, most recently blocked first."""
+        return [peer_id_from_public_key(key) for key, _ in self._post.blocked.entries()]
 
     def profile(self, owner: bytes | None = None) -> Profile | None:
         return self.store.get_profile(owner or self.public_key)
@@ -968,6 +927,15 @@ def _event(record: Listing | Tombstone | Profile, outcome: Outcome, source: Sour
     if outcome is Outcome.ADDED:
         return ListingAdded(record, source)
     return ListingUpdated(record, source)
+
+
+def _peer_key(peer: bytes | str) -> bytes:
+    """A peer's public key from its peer id (or the key itself)."""
+    if isinstance(peer, bytes):
+        if len(peer) != 32:
+            raise InvalidInput("a peer key is 32 bytes")
+        return peer
+    return public_key_from_peer_id(peer)
 
 
 def _lifetime(days: int) -> int:

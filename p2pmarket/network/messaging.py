@@ -11,9 +11,7 @@ the ``on_envelope(data, peer id) -> receipt | None`` callback.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import struct
 from collections.abc import Callable
 from typing import Final
 
@@ -22,28 +20,16 @@ from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
+from p2pmarket.crypto.envelope import MAX_ENVELOPE
 from p2pmarket.errors import NetworkError
-from p2pmarket.network.sync import read_exactly
+from p2pmarket.network.streams import close_quietly, frame, read_frame
 
 log = logging.getLogger("p2pmarket.messaging")
 
 DM_PROTOCOL: Final = TProtocol("/p2pmarket/dm/1.0.0")
-MAX_FRAME: Final = 64 * 1024
 TIMEOUT: Final = 10.0  # a delivery: stream, envelope, receipt
-_LENGTH: Final = struct.Struct(">I")
 
 OnEnvelope = Callable[[bytes, str], bytes | None]
-
-
-def _frame(data: bytes) -> bytes:
-    return _LENGTH.pack(len(data)) + data
-
-
-async def _read_frame(stream: INetStream) -> bytes:
-    (length,) = _LENGTH.unpack(await read_exactly(stream, 4))
-    if length > MAX_FRAME:
-        raise ValueError(f"a frame of {length} bytes (the limit is {MAX_FRAME})")
-    return await read_exactly(stream, length)
 
 
 class Messenger:
@@ -61,11 +47,10 @@ class Messenger:
             with trio.fail_after(TIMEOUT):
                 stream = await self._host.new_stream(peer, [DM_PROTOCOL])
                 try:
-                    await stream.write(_frame(envelope))
-                    return await _read_frame(stream)
+                    await stream.write(frame(envelope))
+                    return await read_frame(stream, MAX_ENVELOPE)
                 finally:
-                    with trio.move_on_after(2), contextlib.suppress(Exception):
-                        await stream.close()
+                    await close_quietly(stream)
         except trio.TooSlowError:
             raise NetworkError(f"{peer} did not answer in time") from None
         except Exception as exc:
@@ -75,12 +60,11 @@ class Messenger:
         peer = stream.muxed_conn.peer_id.to_base58()
         try:
             with trio.fail_after(TIMEOUT):
-                envelope = await _read_frame(stream)
+                envelope = await read_frame(stream, MAX_ENVELOPE)
                 receipt = self._on_envelope(envelope, peer)
                 if receipt is not None:
-                    await stream.write(_frame(receipt))
+                    await stream.write(frame(receipt))
         except Exception as exc:
             log.debug("a direct message from %s failed: %r", peer, exc)
         finally:
-            with trio.move_on_after(2), contextlib.suppress(Exception):
-                await stream.close()
+            await close_quietly(stream)

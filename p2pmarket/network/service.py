@@ -33,6 +33,7 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.kad_dht.utils import sort_peer_ids_by_distance
 from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo as LibPeerInfo
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
@@ -40,6 +41,7 @@ from libp2p.pubsub.score import ScoreParams, TopicScoreParams
 from libp2p.records.validator import NamespacedValidator
 from libp2p.tools.anyio_service import background_trio_service
 
+from p2pmarket.crypto.peer_id import public_key_from_peer_id
 from p2pmarket.errors import InvalidInput, NetworkError, P2PMarketError
 from p2pmarket.events import Event, PeerConnected, PeerDisconnected, PeerInfo, SyncProgress
 from p2pmarket.network import _libp2p_fixes, topics
@@ -51,6 +53,7 @@ from p2pmarket.network.dht import (
     CatalogueValidator,
     ListingValidator,
 )
+from p2pmarket.network.mailbox import MAILBOX_PROTOCOL, MailboxService, MailHolder
 from p2pmarket.network.messaging import Messenger, OnEnvelope
 from p2pmarket.network.peerbook import PeerBook
 from p2pmarket.network.ratelimit import RateLimiter
@@ -82,6 +85,11 @@ REDIAL_EVERY: Final = 5.0
 DHT_PUT_CONCURRENCY: Final = 4
 SYNC_CONCURRENCY: Final = 3  # sessions we start at once on new connections
 SYNC_PENALTY: Final = 50.0  # a peer that lies in sync: at once below publish
+MAIL_COPIES: Final = 3  # holders an envelope is left with
+MAIL_CANDIDATES: Final = 9  # closest peers tried, in that order, to find them
+MAIL_LOOKUP: Final = 6  # closest peers to our id we ask for mail (twice the copies:
+# the sender's view of the DHT and ours need not agree on the exact three)
+MAIL_FIRST_CHECK: Final = 5.0  # seconds after start: the routing table has filled
 _COUNTER: Final = {
     Verdict.ACCEPT: "gossip_accepted",
     Verdict.IGNORE: "gossip_ignored",
@@ -185,6 +193,8 @@ class Network:
         sync: SyncSource | None = None,
         on_synced: Callable[[SyncProgress], None] = lambda _: None,
         on_envelope: OnEnvelope | None = None,
+        mailbox: MailHolder | None = None,
+        on_mail: Callable[[bytes, str], object] | None = None,
     ) -> None:
         self.config = config
         self._seed = seed
@@ -215,6 +225,9 @@ class Network:
         self.sync: SyncService | None = None
         self._on_envelope = on_envelope
         self._messenger: Messenger | None = None
+        self._mail_holder = mailbox
+        self._on_mail = on_mail
+        self.mailbox: MailboxService | None = None
         self.started = 0
         self.counters: dict[str, int] = {
             "gossip_accepted": 0,
@@ -302,6 +315,15 @@ class Network:
                 self._host, self._pubsub, self._gossipsub, self._dht = host, pubsub, gossipsub, dht
                 if self._on_envelope is not None:
                     self._messenger = Messenger(host, self._on_envelope)
+                if self._mail_holder is not None and self._on_mail is not None:
+                    self.mailbox = MailboxService(
+                        host,
+                        self._mail_holder,
+                        own_key=public_key_from_peer_id(host.get_id().to_base58()),
+                        now=self._now,
+                        on_mail=self._on_mail,
+                        penalise=self._penalise,
+                    )
                 if self._sync_source is not None:
                     self.sync = SyncService(
                         host, self._sync_source, punish=self._punish, on_done=self._on_synced
@@ -322,6 +344,8 @@ class Network:
                 nursery.start_soon(self._redial)
                 if self.sync is not None and config.sync_interval > 0:
                     nursery.start_soon(self._sync_timer)
+                if self.mailbox is not None and config.mail_interval > 0:
+                    nursery.start_soon(self._mail_timer)
                 task_status.started()
                 try:
                     await self._stopping.wait()
@@ -593,6 +617,8 @@ class Network:
                         # The dialling side starts; the session syncs both ways.
                         self._nursery_start(self._sync_when_ready, host, peer)
                 if len(host.get_network().get_connections(peer)) == 1:
+                    if self.mailbox is not None:
+                        self._nursery_start(self._collect_when_ready, host, peer)
                     self._on_event(PeerConnected(peer_id, addrs[0] if addrs else ""))
             elif not host.get_network().get_connections(peer):
                 # The rate bucket is kept: reconnecting must not refill it.
@@ -695,24 +721,122 @@ class Network:
 
     async def deliver(self, peer_id: str, envelope: bytes) -> bytes:
         """Hand a sealed envelope to a peer, dialling it first if we are not
-        connected (its address from the peer store, else a DHT lookup); return
-        its receipt. Raises NetworkError when it cannot be reached now."""
+        connected; return its receipt. Raises NetworkError when it cannot be
+        reached now."""
         if self._messenger is None:
             raise NetworkError("this node does not carry direct messages")
         peer = ID.from_base58(peer_id)
-        host = self.host
-        if not host.get_network().get_connections(peer):
-            with trio.move_on_after(self.config.connect_timeout):
-                info = None
-                if self._dht is not None:
-                    with contextlib.suppress(Exception):
-                        info = await self._dht.find_peer(peer)
-                if info is not None:
-                    with contextlib.suppress(Exception):
-                        await host.connect(info)
-            if not host.get_network().get_connections(peer):
-                raise NetworkError(f"{peer_id} cannot be reached now")
+        if not await self._reach(peer):
+            raise NetworkError(f"{peer_id} cannot be reached now")
         return await self._messenger.deliver(peer, envelope)
+
+    async def _reach(self, peer: ID) -> bool:
+        """Be connected to ``peer``: already, or by its known addresses, or by
+        its addresses from a DHT lookup."""
+        host = self.host
+        if host.get_network().get_connections(peer):
+            return True
+        with trio.move_on_after(self.config.connect_timeout):
+            infos: list[LibPeerInfo] = []
+            with contextlib.suppress(Exception):
+                addrs = host.get_peerstore().addrs(peer)
+                if addrs:
+                    infos.append(LibPeerInfo(peer, addrs))
+            for info in infos:
+                with contextlib.suppress(Exception):
+                    await host.connect(info)
+            if not host.get_network().get_connections(peer) and self._dht is not None:
+                with contextlib.suppress(Exception):
+                    found = await self._dht.find_peer(peer)
+                    if found is not None:
+                        await host.connect(found)
+        return bool(host.get_network().get_connections(peer))
+
+    # -- offline mail ----------------------------------------------------------
+
+    async def leave_mail(self, peer_id: str, envelope: bytes) -> int:
+        """Leave an envelope for an unreachable peer with the peers closest to its
+        id; return how many took it (0: none could, try again later)."""
+        if self.mailbox is None:
+            raise NetworkError("this node does not carry offline mail")
+        mailbox = self.mailbox
+        recipient = ID.from_base58(peer_id)
+        candidates = [p for p in await self._closest(recipient) if p != recipient]
+        kept = 0
+
+        async def one(peer: ID) -> None:
+            nonlocal kept
+            try:
+                if await self._reach(peer):
+                    await mailbox.deposit(peer, envelope)
+                    kept += 1
+            except NetworkError as exc:
+                log.debug("leaving mail with %s: %s", peer, exc)
+
+        for start in range(0, min(len(candidates), MAIL_CANDIDATES), MAIL_COPIES):
+            async with trio.open_nursery() as nursery:
+                for peer in candidates[start : start + MAIL_COPIES - kept]:
+                    nursery.start_soon(one, peer)
+            if kept >= MAIL_COPIES:
+                break
+        return kept
+
+    async def collect_mail(self) -> int:
+        """Ask our connected peers and the peers closest to our id (where senders
+        leave it) for our mail; return how many envelopes arrived."""
+        mailbox = self.mailbox
+        if mailbox is None:
+            raise NetworkError("this node does not carry offline mail")
+        host = self.host
+        targets = {p for p in host.get_connected_peers() if MAILBOX_PROTOCOL in _protocols(host, p)}
+        targets.update((await self._closest(host.get_id()))[:MAIL_LOOKUP])
+        arrived = 0
+
+        async def one(peer: ID) -> None:
+            nonlocal arrived
+            try:
+                if await self._reach(peer):
+                    arrived += await mailbox.collect(peer)
+            except NetworkError as exc:
+                log.debug("collecting mail from %s: %s", peer, exc)
+
+        async with trio.open_nursery() as nursery:
+            for peer in targets:
+                nursery.start_soon(one, peer)
+        return arrived
+
+    async def _closest(self, target: ID) -> list[ID]:
+        """Peers by distance to ``target``'s id, from a DHT lookup (bounded by the
+        DHT timeout) and our connections, without ourselves."""
+        host = self.host
+        key = target.to_bytes()
+        found: list[ID] = []
+        if self._dht is not None:
+            with trio.move_on_after(self.config.dht_timeout), contextlib.suppress(Exception):
+                found = await self._dht.peer_routing.find_closest_peers_network(key)
+        found += [p for p in host.get_connected_peers() if MAILBOX_PROTOCOL in _protocols(host, p)]
+        own = host.get_id()
+        return [p for p in sort_peer_ids_by_distance(key, list(dict.fromkeys(found))) if p != own]
+
+    async def _collect_when_ready(self, host: IHost, peer: ID) -> None:
+        """Ask a newly connected peer for our mail once identify shows it holds
+        mail: the first place to look when we come back online."""
+        with trio.move_on_after(10) as wait:
+            while MAILBOX_PROTOCOL not in _protocols(host, peer):
+                await trio.sleep(0.05)
+        if not wait.cancelled_caught and self.mailbox is not None:
+            try:
+                await self.mailbox.collect(peer)
+            except NetworkError as exc:
+                log.debug("collecting mail from %s: %s", peer, exc)
+
+    async def _mail_timer(self) -> None:
+        """Ask our mailbox holders for mail soon after start, then now and then."""
+        await trio.sleep(MAIL_FIRST_CHECK)
+        while True:
+            with contextlib.suppress(NetworkError):
+                await self.collect_mail()
+            await trio.sleep(self.config.mail_interval)
 
     async def _punish(self, peer: ID, reason: str) -> None:
         """A peer lied in sync: penalise it in GossipSub's score and hang up."""

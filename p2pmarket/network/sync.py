@@ -39,6 +39,7 @@ from libp2p.peer.id import ID
 from p2pmarket.events import SyncProgress
 from p2pmarket.network import sync_wire as wire
 from p2pmarket.network.reconcile import Incomplete, ItemSet, ProtocolViolation, Reconciler
+from p2pmarket.network.streams import close_quietly, read_exactly
 
 log = logging.getLogger("p2pmarket.sync")
 
@@ -167,7 +168,7 @@ class SyncService:
             try:
                 await self._reconcile(stream, session, first=True)
             finally:
-                await _close(stream)
+                await close_quietly(stream)
             await self._fetch(session)
         except BaseException as exc:
             await self._failed(session, exc)
@@ -200,7 +201,7 @@ class SyncService:
                     try:
                         await self._reconcile(stream, session, first=False)
                     finally:
-                        await _close(stream)
+                        await close_quietly(stream)
                     await self._fetch(session)
                 if session.scope.cancelled_caught:
                     session.update(phase="failed", error="the peer started over")
@@ -318,7 +319,7 @@ class SyncService:
         finally:
             for key in [k for k, owner in self._inflight.items() if owner is session]:
                 del self._inflight[key]
-            await _close(stream)
+            await close_quietly(stream)
 
     def _claim(
         self,
@@ -404,7 +405,7 @@ class SyncService:
             self._serving_peer[name] -= 1
             if not self._serving_peer[name]:
                 del self._serving_peer[name]
-            await _close(stream)
+            await close_quietly(stream)
 
     # -- frames ------------------------------------------------------------
 
@@ -420,25 +421,6 @@ class SyncService:
             data = await read_exactly(stream, length)
         session.count(bytes_received=4 + length)
         return wire.parse(data)
-
-
-async def read_exactly(stream: INetStream, n: int) -> bytes:
-    """``n`` bytes from the stream (py-libp2p's own helper gives up after 100
-    partial reads, fewer than a large frame can take)."""
-    chunks: list[bytes] = []
-    got = 0
-    while got < n:
-        chunk = await stream.read(n - got)
-        if not chunk:
-            raise EOFError(f"the stream ended {n - got} bytes short of a frame")
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
-
-
-async def _close(stream: INetStream) -> None:
-    with trio.move_on_after(2), contextlib.suppress(Exception):
-        await stream.close()
 
 
 async def _reset(stream: INetStream) -> None:

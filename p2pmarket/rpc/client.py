@@ -415,6 +415,24 @@ class Client:
             raise ProtocolError("mark_read: the daemon sent something other than a count")
         return result
 
+    def check_mail(self) -> int:
+        result = self.call("check_mail", timeout=60.0)
+        if type(result) is not int:
+            raise ProtocolError("check_mail: the daemon sent something other than a count")
+        return result
+
+    def block(self, peer: bytes | str) -> bool:
+        return _expect_bool(self.call("block", {"peer": peer}), "block")
+
+    def unblock(self, peer: bytes | str) -> bool:
+        return _expect_bool(self.call("unblock", {"peer": peer}), "unblock")
+
+    def blocked(self) -> list[str]:
+        result = self.call("blocked")
+        if not isinstance(result, list) or not all(isinstance(p, str) for p in result):
+            raise ProtocolError("blocked: the daemon sent something other than peer ids")
+        return result
+
     def peers(self) -> list[PeerInfo]:
         return _expect_list(self.call("peers"), PeerInfo, "peers")
 
@@ -480,6 +498,12 @@ def _expect(value: object, cls: type[_T], method: str) -> _T:
         raise ProtocolError(
             f"the daemon answered {method} with {type(value).__name__}, not {cls.__name__}"
         )
+    return value
+
+
+def _expect_bool(value: object, method: str) -> bool:
+    if type(value) is not bool:
+        raise ProtocolError(f"{method}: the daemon sent something other than true or false")
     return value
 
 

@@ -55,7 +55,8 @@ NODE_METHODS: Final = frozenset(
         "create_listing update_listing withdraw_listing get_listing my_listings search "
         "collect_garbage export_listings import_listings profile set_profile "
         "status peers connect fetch_listing fetch_seller stop events "
-        "sync start_sync sync_status send_message thread conversations mark_read"
+        "sync start_sync sync_status send_message thread conversations mark_read "
+        "check_mail block unblock blocked"
     ).split()
 )
 
@@ -80,6 +81,8 @@ DATACLASSES: Final[Mapping[str, str]] = {
     "ProfileUpdated": "p2pmarket.events",
     "PeerConnected": "p2pmarket.events",
     "PeerDisconnected": "p2pmarket.events",
+    "MessageReceived": "p2pmarket.events",
+    "MessageStateChanged": "p2pmarket.events",
 }
 
 _SCALARS: Final = (type(None), bool, int, float, str, bytes)

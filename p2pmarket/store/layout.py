@@ -20,6 +20,8 @@ key                                    value
 ``F`` owner(32)                        a profile record
 ``S`` sync key                         seq(8) expires(8) flags(1): what sync compares
 ``M`` ``N`` ``O`` ``Q``                      direct messages (see :mod:`p2pmarket.store.messages`)
+``K`` key(32)                          time(8): a blocked peer
+``B`` ``H``                              others' mail we hold (see :mod:`p2pmarket.store.mailbox`)
 =====================================  ===========================================
 
 A *sync key* names a record in the set two nodes reconcile: ``L`` + listing id
@@ -58,6 +60,10 @@ MESSAGE: Final = b"M"
 BY_ID: Final = b"N"
 OUTBOX: Final = b"O"
 SEEN: Final = b"Q"
+BLOCKED: Final = b"K"
+# Mail held for others: see p2pmarket.store.mailbox.
+HELD: Final = b"B"
+HELD_BY_DIGEST: Final = b"H"
 
 SYNC_VALUE: Final = struct.Struct(">QQB")
 EVICTED: Final = 1

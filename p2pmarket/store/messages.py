@@ -14,6 +14,10 @@ key                                      value
 Every write is one WriteBatch written with sync: these are the user's own
 messages, and must survive a crash. States only move forward
 (queued → sent → delivered → read), so a late or repeated receipt cannot undo one.
+
+Receipts we owe a peer travel like messages (kind ``receipt``) and wait in the
+outbox too, but are not part of a conversation: threads show ``text`` only, and
+a receipt is forgotten once it is delivered or left with a mailbox.
 """
 
 from __future__ import annotations
@@ -152,15 +156,21 @@ class MessageStore:
         raw = self._db.get(MESSAGE + where)
         return None if raw is None else Message.unpack(where[:32], raw)
 
-    def advance(self, mid: bytes, state: State) -> Message | None:
-        """Move an outgoing message forward to ``state``; a receipt for an unknown
-        message, or one that would move it back, changes nothing (None)."""
+    def advance(self, mid: bytes, state: State, peer: bytes | None = None) -> Message | None:
+        """Move an outgoing message (to ``peer``, when given: only its recipient
+        may say it arrived) forward to ``state``. A receipt for an unknown message,
+        another peer's, or one that would move it back, changes nothing (None)."""
         current = self.get(mid)
         if current is None or not current.outgoing or state <= current.state:
             return None
+        if peer is not None and current.peer != peer:
+            return None
+        where = _where(current.peer, current.sent, mid)
+        if current.kind != "text":  # a receipt we sent: handed over is done
+            self._write({}, [_outbox_key(current), MESSAGE + where, BY_ID + mid])
+            return replace(current, state=state)
         done = state >= State.DELIVERED
         updated = replace(current, state=state, envelope=b"" if done else current.envelope)
-        where = _where(current.peer, current.sent, mid)
         deletes = [_outbox_key(current)] if done else []
         self._write({MESSAGE + where: updated.pack()}, deletes)
         return updated
@@ -177,13 +187,26 @@ class MessageStore:
             [_outbox_key(current)],
         )
 
+    def expedite(self, peer: bytes, now: int) -> int:
+        """Make the outbox's messages to ``peer`` due now (it just came online);
+        not counted as attempts. Returns how many."""
+        later = [m for m in self.due(2**64 - 2, limit=10_000) if m.peer == peer and m.due > now]
+        for message in later:
+            where = _where(message.peer, message.sent, message.id)
+            updated = replace(message, due=now)
+            self._write(
+                {MESSAGE + where: updated.pack(), _outbox_key(updated): b""},
+                [_outbox_key(message)],
+            )
+        return len(later)
+
     def mark_read(self, peer: bytes) -> list[Message]:
         """Mark a thread's incoming messages read; return those that were unread."""
         changed: dict[bytes, bytes] = {}
         newly: list[Message] = []
         for key, raw in self._db.iterator(prefix=MESSAGE + peer):
             message = Message.unpack(peer, raw)
-            if not message.outgoing and not message.read:
+            if not message.outgoing and not message.read and message.kind == "text":
                 newly.append(message)
                 changed[key] = replace(message, read=True).pack()
         if changed:
@@ -213,10 +236,13 @@ class MessageStore:
 
     def thread(self, peer: bytes, limit: int = 100) -> list[Message]:
         """The last ``limit`` messages with ``peer``, oldest first."""
-        found = [
-            Message.unpack(peer, raw)
-            for _, raw in self._db.iterator(prefix=MESSAGE + peer, reverse=True)
-        ][:limit]
+        found: list[Message] = []
+        for _, raw in self._db.iterator(prefix=MESSAGE + peer, reverse=True):
+            message = Message.unpack(peer, raw)
+            if message.kind == "text":
+                found.append(message)
+                if len(found) >= limit:
+                    break
         return found[::-1]
 
     def threads(self) -> list[Thread]:
@@ -230,8 +256,11 @@ class MessageStore:
             if this != peer:
                 if peer is not None and last is not None:
                     result.append(Thread(peer, last, unread))
-                peer, unread = this, 0
-            last = Message.unpack(this, raw)
+                peer, unread, last = this, 0, None
+            message = Message.unpack(this, raw)
+            if message.kind != "text":
+                continue
+            last = message
             unread += int(not last.outgoing and not last.read)
         if peer is not None and last is not None:
             result.append(Thread(peer, last, unread))

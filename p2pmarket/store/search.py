@@ -51,6 +51,7 @@ class Query:
     sort: Sort = "newest"
     limit: int = 20
     offset: int = 0
+    hide_sellers: frozenset[bytes] = frozenset()  # blocked by the user
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +88,7 @@ class Searcher:
         if plan is None:
             return Page([], more=False)
         cursors, check_prefix = plan
-        check = _SummaryCheck(query, now)
+        check = _SummaryCheck(query, now, self._listings_of(query.hide_sellers))
         if query.sort == "newest":
             matches = self._matches(cursors, check_prefix, check)
             hits = [sfx for sfx, _ in islice(matches, want + 1)]
@@ -128,6 +129,16 @@ class Searcher:
 
         return list(islice(self._by_price(query, check, accept), count))
 
+    def _listings_of(self, sellers: frozenset[bytes]) -> frozenset[bytes]:
+        """The suffixes of the sellers' live listings, from their seller terms."""
+        found: set[bytes] = set()
+        for seller in sellers:
+            prefix = layout.term_prefix(f"#s:{seller.hex()}")
+            found.update(
+                key[len(prefix) :] for key in self._db.iterator(prefix=prefix, include_value=False)
+            )
+        return frozenset(found)
+
     def _plan(self, query: Query) -> tuple[list[Postings], str | None] | None:
         """The cursors to join and a prefix to check per candidate; None if nothing
         can match."""
@@ -163,6 +174,8 @@ class Searcher:
         else:
             suffixes = (k[1:] for k in db.iterator(prefix=layout.TIME, include_value=False))
         for sfx in suffixes:
+            if sfx in check.hidden:
+                continue
             raw = db.get(layout.TIME + sfx)
             found = check(raw) if raw is not None else None
             if found is None:
@@ -194,6 +207,8 @@ class Searcher:
                 keys = _newest_first_within_price(keys)
             for key in keys:
                 sfx = key[-layout.SUFFIX_SIZE :]
+                if sfx in check.hidden:
+                    continue
                 raw = db.get(layout.TIME + sfx)
                 if raw is not None and check(raw) is not None and (accept is None or accept(sfx)):
                     yield sfx
@@ -217,11 +232,13 @@ class Searcher:
 
 
 class _SummaryCheck:
-    """The filters answered from a listing's summary: expiry, price, kind, currency."""
+    """The filters answered from a listing's summary: expiry, price, kind, currency;
+    and the listings of hidden sellers, by suffix."""
 
-    __slots__ = ("_currency", "_high", "_kind", "_low", "_now")
+    __slots__ = ("_currency", "_high", "_kind", "_low", "_now", "hidden")
 
-    def __init__(self, query: Query, now: int) -> None:
+    def __init__(self, query: Query, now: int, hidden: frozenset[bytes] = frozenset()) -> None:
+        self.hidden = hidden
         self._now = now
         self._low = query.min_price if query.min_price is not None else 0
         self._high = query.max_price if query.max_price is not None else 2**64

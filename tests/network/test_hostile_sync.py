@@ -36,7 +36,8 @@ from p2pmarket import records
 from p2pmarket.events import SyncProgress
 from p2pmarket.network import sync_wire as wire
 from p2pmarket.network.reconcile import ItemSet, Mode, Range, Reconciler
-from p2pmarket.network.sync import FETCH_PROTOCOL, RECONCILE_PROTOCOL, read_exactly
+from p2pmarket.network.streams import read_exactly
+from p2pmarket.network.sync import FETCH_PROTOCOL, RECONCILE_PROTOCOL
 from p2pmarket.node import Node
 from p2pmarket.records import DAY, Listing
 

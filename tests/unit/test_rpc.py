@@ -38,6 +38,8 @@ from p2pmarket.events import (
     ListingAdded,
     ListingUpdated,
     ListingWithdrawn,
+    MessageReceived,
+    MessageStateChanged,
     NodeStatus,
     PeerConnected,
     PeerDisconnected,
@@ -89,6 +91,13 @@ SAMPLES: dict[str, object] = {
     ),
     "SyncProgress": SyncProgress(
         PEER, "responder", "failed", 3, 1, 1, 0, 900, 12_000, NOW, NOW + 2, "lied"
+    ),
+    "MessageReceived": MessageReceived(
+        Message(b"\x07" * 32, b"\x03" * 16, False, NOW, "text", b"Ada", State.RECEIVED),
+        "mailbox",
+    ),
+    "MessageStateChanged": MessageStateChanged(
+        Message(b"\x07" * 32, b"\x01" * 16, True, NOW, "text", b"Halo", State.READ)
     ),
     "ListingAdded": ListingAdded(LISTING, "gossip"),
     "ListingUpdated": ListingUpdated(LISTING, "dht"),

@@ -1,0 +1,238 @@
+"""Offline mail: ``/p2pmarket/mailbox/1.0.0``.
+
+When a recipient cannot be reached, its mail is left with the few peers closest
+to its peer id in the DHT, which the recipient asks when it comes back. A stream
+carries requests and answers, each one frame (a 4-byte length and msgpack):
+
+==========================  ==============================================
+request                     answer
+==========================  ==============================================
+``[1, envelope]`` put       ``[0]`` kept, or ``[1, reason]`` refused (quota)
+``[2]`` fetch               ``[0, [[digest, envelope], …], more]``
+``[3, [digest, …]]`` ack    ``[0, removed]``
+==========================  ==============================================
+
+Anyone may put; only the recipient may fetch and ack, and the holder knows it
+is the recipient because the connection is authenticated as its peer id (the
+peer id *is* the recipient's key). A malformed request is answered
+``[2, reason]``, the stream is closed and the peer penalised.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Final, Protocol
+
+import msgpack
+import trio
+from libp2p.abc import IHost, INetStream
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+
+from p2pmarket.crypto.envelope import MAX_ENVELOPE, recipient_of
+from p2pmarket.crypto.peer_id import public_key_from_peer_id
+from p2pmarket.errors import InvalidEnvelope, NetworkError
+from p2pmarket.network.streams import close_quietly, frame, read_frame
+from p2pmarket.store.mailbox import Held, MailboxFull
+
+log = logging.getLogger("p2pmarket.mailbox")
+
+MAILBOX_PROTOCOL: Final = TProtocol("/p2pmarket/mailbox/1.0.0")
+PUT, FETCH, ACK = 1, 2, 3
+OK, REFUSED, BAD = 0, 1, 2
+BATCH_BYTES: Final = 1024 * 1024  # mail in one fetch answer
+MAX_FRAME: Final = BATCH_BYTES + MAX_ENVELOPE + 4096
+MAX_ACK: Final = 1000
+MAX_REQUESTS: Final = 200  # on one stream
+TIMEOUT: Final = 20.0  # one request and its answer
+
+
+class MailHolder(Protocol):
+    """What the holder side needs of the store (:class:`~p2pmarket.store.mailbox.Mailbox`)."""
+
+    def deposit(self, recipient: bytes, depositor: bytes, envelope: bytes, now: int) -> Any: ...
+    def pending(self, recipient: bytes, max_bytes: int) -> tuple[list[Held], bool]: ...
+    def remove(self, recipient: bytes, digests: list[bytes]) -> int: ...
+
+
+class MailboxRefused(NetworkError):
+    """A holder would not take an envelope (a quota); its reason is the text."""
+
+
+class BadRequest(Exception):
+    pass
+
+
+def _pack(value: Any) -> bytes:
+    return frame(msgpack.packb(value, use_bin_type=True))
+
+
+async def _read(stream: INetStream) -> list[Any]:
+    data = await read_frame(stream, MAX_FRAME)
+    try:
+        doc = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError):
+        raise BadRequest("not msgpack") from None
+    if not isinstance(doc, list) or not doc or type(doc[0]) is not int:
+        raise BadRequest("not [code, …]")
+    return doc
+
+
+class MailboxService:
+    """Holds mail for others, and leaves and collects our own."""
+
+    def __init__(
+        self,
+        host: IHost,
+        holder: MailHolder,
+        *,
+        own_key: bytes,
+        now: Callable[[], int],
+        on_mail: Callable[[bytes, str], object],
+        penalise: Callable[[ID], None],
+    ) -> None:
+        self._host = host
+        self._holder = holder
+        self._own_key = own_key
+        self._now = now
+        self._on_mail = on_mail
+        self._penalise = penalise
+        self.counters = {"mail_held": 0, "mail_refused": 0, "mail_served": 0}
+        host.set_stream_handler(MAILBOX_PROTOCOL, self._serve)
+
+    # -- holder --------------------------------------------------------------
+
+    async def _serve(self, stream: INetStream) -> None:
+        peer = stream.muxed_conn.peer_id
+        try:
+            for _ in range(MAX_REQUESTS):
+                with trio.fail_after(TIMEOUT):
+                    try:
+                        request = await _read(stream)
+                    except EOFError:
+                        return
+                    answer = self._answer(request, peer)
+                    await stream.write(_pack(answer))
+        except BadRequest as exc:
+            log.info("a bad mailbox request from %s: %s", peer, exc)
+            self._penalise(peer)
+            with trio.move_on_after(2):
+                await stream.write(_pack([BAD, str(exc)]))
+        except ValueError as exc:  # an oversized frame
+            log.info("a bad mailbox request from %s: %s", peer, exc)
+            self._penalise(peer)
+        except Exception as exc:
+            log.debug("a mailbox stream with %s failed: %r", peer, exc)
+        finally:
+            await close_quietly(stream)
+
+    def _answer(self, request: list[Any], peer: ID) -> list[Any]:
+        code = request[0]
+        if code == PUT and len(request) == 2 and isinstance(request[1], bytes):
+            return self._put(request[1], peer)
+        recipient = public_key_from_peer_id(peer.to_base58())
+        if code == FETCH and len(request) == 1:
+            held, more = self._holder.pending(recipient, BATCH_BYTES)
+            self.counters["mail_served"] += len(held)
+            return [OK, [[h.digest, h.envelope] for h in held], more]
+        if code == ACK and len(request) == 2 and isinstance(request[1], list):
+            digests = request[1]
+            if len(digests) > MAX_ACK or not all(
+                isinstance(d, bytes) and len(d) == 16 for d in digests
+            ):
+                raise BadRequest("an ack is a list of up to 1000 16-byte digests")
+            return [OK, self._holder.remove(recipient, digests)]
+        raise BadRequest(f"unknown request {code!r}")
+
+    def _put(self, envelope: bytes, peer: ID) -> list[Any]:
+        try:
+            recipient = recipient_of(envelope)
+        except InvalidEnvelope as exc:
+            raise BadRequest(str(exc)) from None
+        if recipient == self._own_key:  # left with us for us: it is simply delivered
+            self._on_mail(envelope, peer.to_base58())
+            return [OK]
+        depositor = public_key_from_peer_id(peer.to_base58())
+        try:
+            self._holder.deposit(recipient, depositor, envelope, self._now())
+        except MailboxFull as exc:
+            self.counters["mail_refused"] += 1
+            return [REFUSED, str(exc)]
+        self.counters["mail_held"] += 1
+        return [OK]
+
+    # -- sender and recipient ------------------------------------------------
+
+    async def deposit(self, holder: ID, envelope: bytes) -> None:
+        """Leave an envelope with a connected holder. Raises :class:`MailboxRefused`
+        for a quota, :class:`NetworkError` if the holder cannot take it now."""
+        try:
+            with trio.fail_after(TIMEOUT):
+                stream = await self._host.new_stream(holder, [MAILBOX_PROTOCOL])
+                try:
+                    await stream.write(_pack([PUT, envelope]))
+                    answer = await _read(stream)
+                finally:
+                    await close_quietly(stream)
+        except trio.TooSlowError:
+            raise NetworkError(f"mailbox {holder} did not answer in time") from None
+        except Exception as exc:
+            raise NetworkError(f"leaving mail with {holder} failed: {exc}") from None
+        if answer[0] == REFUSED:
+            raise MailboxRefused(f"{holder} refused the mail: {answer[1:]}")
+        if answer != [OK]:
+            raise NetworkError(f"mailbox {holder} answered {answer!r:.100}")
+
+    async def collect(self, holder: ID) -> int:
+        """Fetch our mail from a connected holder, hand each envelope to the node,
+        and acknowledge it so the holder deletes it. Returns how many arrived."""
+        arrived = 0
+        try:
+            stream = await self._host.new_stream(holder, [MAILBOX_PROTOCOL])
+        except Exception as exc:
+            raise NetworkError(f"asking {holder} for mail failed: {exc}") from None
+        try:
+            for _ in range(MAX_REQUESTS // 2):
+                with trio.fail_after(TIMEOUT):
+                    await stream.write(_pack([FETCH]))
+                    answer = await _read(stream)
+                    mail, more = _mail(answer)
+                    for _digest, envelope in mail:
+                        self._on_mail(envelope, holder.to_base58())
+                    arrived += len(mail)
+                    if mail:
+                        await stream.write(_pack([ACK, [d for d, _ in mail]]))
+                        await _read(stream)
+                if not more or not mail:
+                    break
+        except (BadRequest, ValueError) as exc:
+            self._penalise(holder)
+            raise NetworkError(f"mailbox {holder} answered badly: {exc}") from None
+        except trio.TooSlowError:
+            raise NetworkError(f"mailbox {holder} did not answer in time") from None
+        except Exception as exc:
+            raise NetworkError(f"collecting mail from {holder} failed: {exc}") from None
+        finally:
+            await close_quietly(stream)
+        return arrived
+
+
+def _mail(answer: list[Any]) -> tuple[list[tuple[bytes, bytes]], bool]:
+    if len(answer) != 3 or answer[0] != OK or not isinstance(answer[1], list):
+        raise BadRequest("a fetch answer is [0, mail, more]")
+    mail: list[tuple[bytes, bytes]] = []
+    for item in answer[1]:
+        if not (
+            isinstance(item, list)
+            and len(item) == 2
+            and isinstance(item[0], bytes)
+            and len(item[0]) == 16
+            and isinstance(item[1], bytes)
+            and len(item[1]) <= MAX_ENVELOPE
+        ):
+            raise BadRequest("a mail item is [16-byte digest, envelope]")
+        mail.append((item[0], item[1]))
+    if len(mail) > MAX_ACK:
+        raise BadRequest("too much mail in one answer")
+    return mail, bool(answer[2])

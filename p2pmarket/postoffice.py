@@ -1,0 +1,267 @@
+"""Direct messages on the node: sealing, keeping, delivering, receiving, receipts.
+
+The :class:`PostOffice` sits between the user's messages in the store and the
+network. Every outgoing message is written to the outbox first (with sync), then
+delivered by a loop that runs while the node is online:
+
+1. straight to the recipient, whose node answers with a signed receipt
+   (*delivered*);
+2. if the recipient cannot be reached, left with the mailbox holders closest
+   to its id (*sent*), and tried directly again later, with backoff;
+3. when a recipient collects mail from a holder, its node sends a receipt of
+   its own back through the same outbox, and *read* receipts likewise when the
+   user opens the conversation.
+
+A receipt is a letter of kind ``receipt`` whose body lists ``[id, state]``
+pairs; only the peer a message was sent to can move it forward.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+import msgpack
+import trio
+
+from p2pmarket.crypto.envelope import REPLAY_WINDOW, Letter, open_envelope, seal
+from p2pmarket.crypto.peer_id import peer_id_from_public_key
+from p2pmarket.crypto.signing import Signer
+from p2pmarket.errors import InvalidEnvelope, InvalidInput, P2PMarketError
+from p2pmarket.events import Event, MessageReceived, MessageStateChanged
+from p2pmarket.store.blocklist import BlockList
+from p2pmarket.store.messages import Message, MessageStore, State
+
+if TYPE_CHECKING:
+    import plyvel
+
+    from p2pmarket.network.service import Network
+
+log = logging.getLogger("p2pmarket.postoffice")
+
+RETRY_FIRST: Final = 5  # seconds before an undelivered message is tried again…
+RETRY_MAX: Final = 3600  # …doubling up to an hour
+DELIVERY_WORKERS: Final = 8  # peers delivered to at once
+MAX_RECEIPT_IDS: Final = 1000
+MAX_TEXT: Final = 16 * 1024  # bytes of UTF-8: a chat message, not a file
+
+
+def _receipt_body(states: list[tuple[bytes, State]]) -> bytes:
+    data: bytes = msgpack.packb([[mid, int(state)] for mid, state in states], use_bin_type=True)
+    return data
+
+
+def _parse_receipt(body: bytes) -> list[tuple[bytes, State]]:
+    try:
+        pairs = msgpack.unpackb(body, raw=False)
+        if not isinstance(pairs, list) or len(pairs) > MAX_RECEIPT_IDS:
+            raise ValueError
+        parsed = []
+        for mid, state in pairs:
+            if not isinstance(mid, bytes) or type(state) is not int:
+                raise ValueError
+            if state not in (State.DELIVERED, State.READ):
+                raise ValueError
+            parsed.append((mid, State(state)))
+    except (ValueError, TypeError, msgpack.UnpackException):
+        raise InvalidEnvelope("a receipt is a list of [message id, delivered|read]") from None
+    return parsed
+
+
+class PostOffice:
+    """The node's direct messages. ``network`` is set while the node is online."""
+
+    def __init__(
+        self,
+        db: plyvel.DB,
+        *,
+        signer: Callable[[], Signer],
+        now: Callable[[], int],
+        emit: Callable[[Event], None],
+        read_receipts: bool = True,
+    ) -> None:
+        self.messages = MessageStore(db)
+        self.blocked = BlockList(db)
+        self._signer = signer
+        self._now = now
+        self._emit = emit
+        self._read_receipts = read_receipts
+        self.network: Network | None = None
+        self._wake: trio.Event | None = None
+        self._busy: set[bytes] = set()  # peers a delivery task is working on
+
+    # -- the user's side -----------------------------------------------------
+
+    def send(self, recipient: bytes, text: str) -> Message:
+        """Seal ``text`` to ``recipient`` and put it in the outbox."""
+        body = text.strip().encode()
+        if not body:
+            raise InvalidInput("an empty message")
+        if len(body) > MAX_TEXT:
+            raise InvalidInput(f"a message is at most {MAX_TEXT} bytes; this one is {len(body)}")
+        return self._queue(recipient, "text", body)
+
+    def _queue(self, recipient: bytes, kind: str, body: bytes) -> Message:
+        letter, envelope = seal(self._signer(), recipient, kind, body, self._now())
+        message = Message(
+            recipient, letter.id, True, letter.sent, kind, body, State.QUEUED, envelope=envelope
+        )
+        self.messages.add_outgoing(message, due=self._now())
+        self.wake()
+        return message
+
+    def mark_read(self, peer: bytes) -> int:
+        """Mark a conversation read, and tell the peer (unless read receipts are off)."""
+        newly = self.messages.mark_read(peer)
+        if newly and self._read_receipts and peer not in self.blocked:
+            for start in range(0, len(newly), MAX_RECEIPT_IDS):
+                chunk = newly[start : start + MAX_RECEIPT_IDS]
+                self._queue(peer, "receipt", _receipt_body([(m.id, State.READ) for m in chunk]))
+        return len(newly)
+
+    def wake(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def peer_connected(self, peer_id: str) -> None:
+        """A peer came online: what waits for it in the outbox goes now."""
+        from p2pmarket.crypto.peer_id import public_key_from_peer_id
+
+        if self.messages.expedite(public_key_from_peer_id(peer_id), self._now()):
+            self.wake()
+
+    # -- receiving -------------------------------------------------------------
+
+    def _open(self, data: bytes) -> Letter:
+        return open_envelope(data, self._signer(), self._now())
+
+    def receive(self, data: bytes, from_peer: str) -> bytes | None:
+        """An envelope handed to us directly: keep it and answer with a receipt
+        (also for a replay, so a sender that missed our receipt stops retrying).
+        Raises :class:`InvalidEnvelope` for one that does not open or check; a
+        blocked sender's is dropped without an answer."""
+        letter = self._open(data)
+        if letter.sender in self.blocked:
+            return None
+        self._take(letter, "direct")
+        body = _receipt_body([(letter.id, State.DELIVERED)])
+        return seal(self._signer(), letter.sender, "receipt", body, self._now())[1]
+
+    def receive_mail(self, data: bytes, holder: str) -> None:
+        """An envelope collected from a mailbox holder. It is acknowledged to the
+        holder whatever it holds, so what does not open is simply dropped; a new
+        message is acknowledged to its sender by a receipt through the outbox."""
+        try:
+            letter = self._open(data)
+        except InvalidEnvelope as exc:
+            log.info("dropped mail from holder %s: %s", holder, exc)
+            return
+        if letter.sender in self.blocked:
+            return
+        try:
+            new = self._take(letter, "mailbox")
+        except InvalidEnvelope as exc:
+            log.info("dropped mail from holder %s: %s", holder, exc)
+            return
+        if new:
+            self._queue(letter.sender, "receipt", _receipt_body([(letter.id, State.DELIVERED)]))
+
+    def _take(self, letter: Letter, via: Any) -> bool:
+        """Keep a text letter or apply a receipt; True for a new text message."""
+        if letter.kind == "receipt":
+            for mid, state in _parse_receipt(letter.body):
+                self._advance(mid, state, letter.sender)
+            return False
+        message = Message(
+            letter.sender, letter.id, False, letter.sent, letter.kind, letter.body, State.RECEIVED
+        )
+        if not self.messages.add_incoming(message, keep_until=letter.sent + REPLAY_WINDOW):
+            return False
+        self._emit(MessageReceived(message, via))
+        return True
+
+    def _advance(self, mid: bytes, state: State, peer: bytes | None = None) -> bool:
+        updated = self.messages.advance(mid, state, peer)
+        if updated is not None and updated.kind == "text":
+            self._emit(MessageStateChanged(updated))
+        return updated is not None
+
+    # -- delivering ------------------------------------------------------------
+
+    async def run(self, network: Network, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Deliver due messages while ``network`` runs: one task per recipient (its
+        messages in order), up to :data:`DELIVERY_WORKERS` recipients at once."""
+        self.network = network
+        self._wake = trio.Event()
+        try:
+            async with trio.open_nursery() as nursery:
+                task_status.started()
+                while True:
+                    with trio.move_on_after(1):
+                        await self._wake.wait()
+                    self._wake = trio.Event()
+                    for message in self.messages.due(self._now(), limit=1000):
+                        if len(self._busy) >= DELIVERY_WORKERS:
+                            break
+                        if message.peer not in self._busy:
+                            self._busy.add(message.peer)
+                            nursery.start_soon(self._deliver_to, message.peer)
+        finally:
+            self.network = None
+            self._wake = None
+            self._busy.clear()
+
+    async def _deliver_to(self, peer: bytes) -> None:
+        """Deliver the messages due to one peer, in order. Once one cannot be
+        delivered the peer is away: the rest go to mailboxes without trying."""
+        try:
+            reachable = True
+            while reachable:
+                due = [m for m in self.messages.due(self._now(), limit=1000) if m.peer == peer]
+                if not due:
+                    return
+                for message in due:
+                    if reachable and await self._deliver(message):
+                        continue
+                    reachable = False
+                    await self._fall_back(message)
+        finally:
+            self._busy.discard(peer)
+
+    async def _deliver(self, message: Message) -> bool:
+        """Hand a message to its recipient directly; True once its receipt is in."""
+        network = self.network
+        if network is None:
+            return False
+        try:
+            receipt = await network.deliver(peer_id_from_public_key(message.peer), message.envelope)
+            letter = self._open(receipt)
+            if letter.sender != message.peer or letter.kind != "receipt":
+                raise InvalidEnvelope("not a receipt from the recipient")
+            states = _parse_receipt(letter.body)
+            if message.id not in {mid for mid, _ in states}:
+                raise InvalidEnvelope("a receipt for another message")
+        except P2PMarketError as exc:
+            log.debug("delivering %s: %s", message.id.hex(), exc)
+            return False
+        for mid, state in states:
+            self._advance(mid, state, message.peer)
+        return True
+
+    async def _fall_back(self, message: Message) -> None:
+        """The recipient is away: leave the message with mailboxes (once), and try
+        it directly again later, doubling the wait."""
+        network = self.network
+        if network is not None and message.state == State.QUEUED:
+            try:
+                kept = await network.leave_mail(
+                    peer_id_from_public_key(message.peer), message.envelope
+                )
+            except P2PMarketError as exc:
+                log.debug("leaving %s in mailboxes: %s", message.id.hex(), exc)
+                kept = 0
+            if kept:
+                self._advance(message.id, State.SENT)
+        wait = min(RETRY_FIRST * 2**message.attempts, RETRY_MAX)
+        self.messages.reschedule(message.id, due=self._now() + wait)
