@@ -76,3 +76,7 @@ class OfflineError(NetworkError):
 class InvalidEnvelope(P2PMarketError):
     """A direct-message envelope that is malformed, too large, altered, not for us,
     not signed by its sender, or outside the accepted time window."""
+
+
+class MailboxFull(P2PMarketError):
+    """A mailbox holder refused an envelope over one of its quotas."""

@@ -68,6 +68,7 @@ if TYPE_CHECKING:
     from p2pmarket.ingest import IngestReport
     from p2pmarket.network.service import Network
     from p2pmarket.postoffice import PostOffice
+    from p2pmarket.store.blocklist import BlockList
     from p2pmarket.store.messages import Message, Thread
 
 Passphrase = str | Callable[[], str] | None
@@ -146,6 +147,7 @@ class Node:
         self._catalogue_seq = 0
         self._catchup: CatchUp | None = None
         self._post_office: PostOffice | None = None
+        self._blocks: BlockList | None = None
         self.dropped_events = 0
 
     @classmethod
@@ -420,7 +422,7 @@ class Node:
             sort=sort,
             limit=limit,
             offset=offset,
-            hide_sellers=self._post.blocked.keys(),
+            hide_sellers=self._block_list.keys(),
         )
         return self.store.search(query, self.now())
 
@@ -796,15 +798,26 @@ class Node:
     def _post(self) -> PostOffice:
         if self._post_office is None:
             from p2pmarket.postoffice import PostOffice
+            from p2pmarket.store.messages import MessageStore
 
             self._post_office = PostOffice(
-                self.store.db,
+                MessageStore(self.store.db),
+                self._block_list,
                 signer=self._signer_or_unlock,
                 now=self.now,
                 emit=self._emit,
                 read_receipts=self.config.read_receipts,
             )
         return self._post_office
+
+    @property
+    def _block_list(self) -> BlockList:
+        """Read by every search: loaded without the messaging machinery."""
+        if self._blocks is None:
+            from p2pmarket.store.blocklist import BlockList
+
+            self._blocks = BlockList(self.store.db)
+        return self._blocks
 
     def send_message(self, to: bytes | str, text: str) -> Message:
         """Seal ``text`` to a peer (a peer id, a public key, or a cached listing's id
@@ -845,15 +858,15 @@ class Node:
         key = _peer_key(peer)
         if key == self.public_key:
             raise InvalidInput("you cannot block yourself")
-        return self._post.blocked.block(key, self.now())
+        return self._block_list.block(key, self.now())
 
     def unblock(self, peer: bytes | str) -> bool:
         """Unblock a peer; False if it was not blocked."""
-        return self._post.blocked.unblock(_peer_key(peer))
+        return self._block_list.unblock(_peer_key(peer))
 
     def blocked(self) -> list[str]:
         """The blocked peers' ids, most recently blocked first."""
-        return [peer_id_from_public_key(key) for key, _ in self._post.blocked.entries()]
+        return [peer_id_from_public_key(key) for key, _ in self._block_list.entries()]
 
     def profile(self, owner: bytes | None = None) -> Profile | None:
         return self.store.get_profile(owner or self.public_key)

@@ -34,8 +34,6 @@ from p2pmarket.store.blocklist import BlockList
 from p2pmarket.store.messages import Message, MessageStore, State
 
 if TYPE_CHECKING:
-    import plyvel
-
     from p2pmarket.network.service import Network
 
 log = logging.getLogger("p2pmarket.postoffice")
@@ -74,15 +72,16 @@ class PostOffice:
 
     def __init__(
         self,
-        db: plyvel.DB,
+        messages: MessageStore,
+        blocked: BlockList,
         *,
         signer: Callable[[], Signer],
         now: Callable[[], int],
         emit: Callable[[Event], None],
         read_receipts: bool = True,
     ) -> None:
-        self.messages = MessageStore(db)
-        self.blocked = BlockList(db)
+        self.messages = messages
+        self.blocked = blocked
         self._signer = signer
         self._now = now
         self._emit = emit

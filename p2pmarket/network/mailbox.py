@@ -32,9 +32,8 @@ from libp2p.peer.id import ID
 
 from p2pmarket.crypto.envelope import MAX_ENVELOPE, recipient_of
 from p2pmarket.crypto.peer_id import public_key_from_peer_id
-from p2pmarket.errors import InvalidEnvelope, NetworkError
+from p2pmarket.errors import InvalidEnvelope, MailboxFull, NetworkError
 from p2pmarket.network.streams import close_quietly, frame, read_frame
-from p2pmarket.store.mailbox import Held, MailboxFull
 
 log = logging.getLogger("p2pmarket.mailbox")
 
@@ -52,7 +51,10 @@ class MailHolder(Protocol):
     """What the holder side needs of the store (:class:`~p2pmarket.store.mailbox.Mailbox`)."""
 
     def deposit(self, recipient: bytes, depositor: bytes, envelope: bytes, now: int) -> Any: ...
-    def pending(self, recipient: bytes, max_bytes: int) -> tuple[list[Held], bool]: ...
+    def pending(self, recipient: bytes, max_bytes: int) -> tuple[list[tuple[bytes, bytes]], bool]:
+        """(digest, envelope) pairs, oldest first, and whether more is left."""
+        ...
+
     def remove(self, recipient: bytes, digests: list[bytes]) -> int: ...
 
 
@@ -135,7 +137,7 @@ class MailboxService:
         if code == FETCH and len(request) == 1:
             held, more = self._holder.pending(recipient, BATCH_BYTES)
             self.counters["mail_served"] += len(held)
-            return [OK, [[h.digest, h.envelope] for h in held], more]
+            return [OK, [list(h) for h in held], more]
         if code == ACK and len(request) == 2 and isinstance(request[1], list):
             digests = request[1]
             if len(digests) > MAX_ACK or not all(

@@ -21,7 +21,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
 from p2pmarket.crypto.envelope import MAX_ENVELOPE
-from p2pmarket.errors import NetworkError
+from p2pmarket.errors import InvalidEnvelope, NetworkError
 from p2pmarket.network.streams import close_quietly, frame, read_frame
 
 log = logging.getLogger("p2pmarket.messaging")
@@ -35,9 +35,12 @@ OnEnvelope = Callable[[bytes, str], bytes | None]
 class Messenger:
     """Sends envelopes to peers and hands the ones we receive to the node."""
 
-    def __init__(self, host: IHost, on_envelope: OnEnvelope) -> None:
+    def __init__(
+        self, host: IHost, on_envelope: OnEnvelope, penalise: Callable[[ID], None]
+    ) -> None:
         self._host = host
         self._on_envelope = on_envelope
+        self._penalise = penalise
         host.set_stream_handler(DM_PROTOCOL, self._receive)
 
     async def deliver(self, peer: ID, envelope: bytes) -> bytes:
@@ -57,13 +60,19 @@ class Messenger:
             raise NetworkError(f"delivering to {peer} failed: {exc}") from None
 
     async def _receive(self, stream: INetStream) -> None:
-        peer = stream.muxed_conn.peer_id.to_base58()
+        """One envelope in, its receipt out. An envelope that does not open or
+        check, or an oversized frame, costs the peer that sent it."""
+        peer_id = stream.muxed_conn.peer_id
+        peer = peer_id.to_base58()
         try:
             with trio.fail_after(TIMEOUT):
                 envelope = await read_frame(stream, MAX_ENVELOPE)
                 receipt = self._on_envelope(envelope, peer)
                 if receipt is not None:
                     await stream.write(frame(receipt))
+        except (InvalidEnvelope, ValueError) as exc:
+            log.info("a bad direct message from %s: %s", peer, exc)
+            self._penalise(peer_id)
         except Exception as exc:
             log.debug("a direct message from %s failed: %r", peer, exc)
         finally:

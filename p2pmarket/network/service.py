@@ -314,7 +314,7 @@ class Network:
                     )
                 self._host, self._pubsub, self._gossipsub, self._dht = host, pubsub, gossipsub, dht
                 if self._on_envelope is not None:
-                    self._messenger = Messenger(host, self._on_envelope)
+                    self._messenger = Messenger(host, self._on_envelope, self._penalise)
                 if self._mail_holder is not None and self._on_mail is not None:
                     self.mailbox = MailboxService(
                         host,

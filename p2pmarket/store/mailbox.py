@@ -29,7 +29,7 @@ from typing import Final, Literal
 
 import plyvel
 
-from p2pmarket.errors import StoreError
+from p2pmarket.errors import MailboxFull, StoreError
 from p2pmarket.store.layout import HELD, HELD_BY_DIGEST
 
 KEEP: Final = 14 * 86400  # seconds a holder keeps mail (letters older are refused anyway)
@@ -52,19 +52,8 @@ class Quotas:
     per_sender_total_bytes: int = 4 * 1024 * 1024  # one depositor, all recipients
 
 
-class MailboxFull(Exception):
-    """A deposit over a quota; its text says which."""
-
-
 def digest(envelope: bytes) -> bytes:
     return hashlib.blake2b(envelope, digest_size=16).digest()
-
-
-@dataclass(frozen=True, slots=True)
-class Held:
-    digest: bytes
-    stored: int
-    envelope: bytes
 
 
 class Mailbox:
@@ -127,17 +116,16 @@ class Mailbox:
         self._total += size
         return "stored"
 
-    def pending(self, recipient: bytes, max_bytes: int) -> tuple[list[Held], bool]:
-        """The oldest mail for ``recipient``, up to ``max_bytes`` (at least one
-        envelope); and whether more is left."""
-        found: list[Held] = []
+    def pending(self, recipient: bytes, max_bytes: int) -> tuple[list[tuple[bytes, bytes]], bool]:
+        """The oldest mail for ``recipient`` as (digest, envelope), up to
+        ``max_bytes`` (at least one envelope); and whether more is left."""
+        found: list[tuple[bytes, bytes]] = []
         size = 0
         for key, value in self._db.iterator(prefix=HELD + recipient):
             envelope = value[_KEY:]
             if found and size + len(envelope) > max_bytes:
                 return found, True
-            stored = _U64.unpack(key[1 + _KEY : 9 + _KEY])[0]
-            found.append(Held(key[-16:], stored, envelope))
+            found.append((key[-16:], envelope))
             size += len(envelope)
         return found, False
 
