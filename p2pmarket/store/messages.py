@@ -5,11 +5,15 @@ Keys (their prefixes are in :mod:`p2pmarket.store.layout` with all the others):
 =======================================  =========================================
 key                                      value
 =======================================  =========================================
-``M`` peer(32) time(8) id(16)            a message (msgpack, see :meth:`Message.pack`)
-``N`` id(16)                             peer(32) time(8): where message ``id`` is
+``M`` peer(32) order(8) id(16)           a message (msgpack, see :meth:`Message.pack`)
+``N`` id(16)                             peer(32) order(8): where message ``id`` is
 ``O`` due(8) id(16)                      b"" — an outgoing message awaiting a receipt
 ``Q`` sender(32) id(16)                  expiry(8): a letter already received (replays)
 =======================================  =========================================
+
+*order* is this node's clock in microseconds when the message was written,
+made strictly increasing: a conversation reads in the order its messages were
+written or arrived, as in any chat, whatever the senders' clocks say.
 
 Every write is one WriteBatch written with sync: these are the user's own
 messages, and must survive a crash. States only move forward
@@ -23,6 +27,7 @@ a receipt is forgotten once it is delivered or left with a mailbox.
 from __future__ import annotations
 
 import enum
+import time
 import struct
 from dataclasses import dataclass, replace
 from typing import Final
@@ -101,8 +106,6 @@ def _outbox_key(message: Message) -> bytes:
     return OUTBOX + _U64.pack(message.due) + message.id
 
 
-def _where(peer: bytes, sent: int, mid: bytes) -> bytes:
-    return peer + _U64.pack(sent) + mid
 
 
 class MessageStore:
@@ -110,6 +113,15 @@ class MessageStore:
 
     def __init__(self, db: plyvel.DB) -> None:
         self._db = db
+        self._last_order = 0
+
+    def _next_where(self, message: Message) -> bytes:
+        self._last_order = max(time.time_ns() // 1000, self._last_order + 1)
+        return message.peer + _U64.pack(self._last_order) + message.id
+
+    def _where(self, mid: bytes) -> bytes | None:
+        where: bytes | None = self._db.get(BY_ID + mid)
+        return where
 
     def _write(self, puts: dict[bytes, bytes], deletes: list[bytes] | None = None) -> None:
         try:
@@ -125,7 +137,7 @@ class MessageStore:
 
     def add_outgoing(self, message: Message, due: int) -> None:
         """Keep an outgoing message and queue it for sending at ``due``."""
-        where = _where(message.peer, message.sent, message.id)
+        where = self._next_where(message)
         self._write(
             {
                 MESSAGE + where: replace(message, due=due).pack(),
@@ -139,7 +151,7 @@ class MessageStore:
         seen = SEEN + message.peer + message.id
         if self._db.get(seen) is not None:
             return False
-        where = _where(message.peer, message.sent, message.id)
+        where = self._next_where(message)
         self._write(
             {
                 MESSAGE + where: message.pack(),
@@ -150,7 +162,7 @@ class MessageStore:
         return True
 
     def get(self, mid: bytes) -> Message | None:
-        where = self._db.get(BY_ID + mid)
+        where = self._where(mid)
         if where is None:
             return None
         raw = self._db.get(MESSAGE + where)
@@ -165,7 +177,7 @@ class MessageStore:
             return None
         if peer is not None and current.peer != peer:
             return None
-        where = _where(current.peer, current.sent, mid)
+        where = self._where(mid) or b""
         if current.kind != "text":  # a receipt we sent: handed over is done
             self._write({}, [_outbox_key(current), MESSAGE + where, BY_ID + mid])
             return replace(current, state=state)
@@ -180,7 +192,7 @@ class MessageStore:
         current = self.get(mid)
         if current is None or current.state >= State.DELIVERED:
             return
-        where = _where(current.peer, current.sent, mid)
+        where = self._where(mid) or b""
         updated = replace(current, attempts=current.attempts + 1, due=due)
         self._write(
             {MESSAGE + where: updated.pack(), _outbox_key(updated): b""},
@@ -192,7 +204,7 @@ class MessageStore:
         not counted as attempts. Returns how many."""
         later = [m for m in self.due(2**64 - 2, limit=10_000) if m.peer == peer and m.due > now]
         for message in later:
-            where = _where(message.peer, message.sent, message.id)
+            where = self._where(message.id) or b""
             updated = replace(message, due=now)
             self._write(
                 {MESSAGE + where: updated.pack(), _outbox_key(updated): b""},
@@ -247,21 +259,14 @@ class MessageStore:
 
     def threads(self) -> list[Thread]:
         """One entry per peer, the most recent conversation first."""
-        result: list[Thread] = []
-        peer: bytes | None = None
-        last: Message | None = None
-        unread = 0
+        latest: dict[bytes, tuple[bytes, Message]] = {}  # peer -> (its key, last message)
+        unread: dict[bytes, int] = {}
         for key, raw in self._db.iterator(prefix=MESSAGE):
-            this = key[1:33]
-            if this != peer:
-                if peer is not None and last is not None:
-                    result.append(Thread(peer, last, unread))
-                peer, unread, last = this, 0, None
-            message = Message.unpack(this, raw)
+            peer = key[1:33]
+            message = Message.unpack(peer, raw)
             if message.kind != "text":
                 continue
-            last = message
-            unread += int(not last.outgoing and not last.read)
-        if peer is not None and last is not None:
-            result.append(Thread(peer, last, unread))
-        return sorted(result, key=lambda t: t.last.sent, reverse=True)
+            latest[peer] = (key[33:41], message)
+            unread[peer] = unread.get(peer, 0) + int(not message.outgoing and not message.read)
+        ordered = sorted(latest.items(), key=lambda item: item[1][0], reverse=True)
+        return [Thread(peer, last, unread[peer]) for peer, (_, last) in ordered]
