@@ -863,6 +863,51 @@ def msg_inbox(as_json: JsonOpt = False) -> None:
         typer.echo(f"{peer_id_from_public_key(t.peer)}  {unread:>9}  {arrow} {t.last.text[:60]}")
 
 
+@app.command()
+def chat(
+    peer: Annotated[str, typer.Argument(help="The other side's peer id.")],
+) -> None:
+    """Talk with one peer: its messages appear as they arrive, Enter sends,
+    Ctrl-Q quits. Needs the daemon running (`p2pmarket daemon`)."""
+    from p2pmarket.crypto.peer_id import public_key_from_peer_id
+    from p2pmarket.tui.chat import ChatApp
+
+    key = public_key_from_peer_id(peer)
+    if key == _public_key():
+        raise InvalidInput("that is your own peer id: a chat needs another peer")
+    if not sys.stdin.isatty() or not sys.stdout.isatty():
+        raise P2PMarketError("chat needs a terminal; use `p2pmarket msg send` in scripts")
+    with _daemon() as client:
+        ChatApp(client, key).run()
+
+
+@app.command()
+def block(peer: Annotated[str, typer.Argument(help="The peer id to block.")]) -> None:
+    """Block a peer: its messages are dropped and its listings hidden from search."""
+    with _open() as node:
+        changed = node.block(peer)
+    typer.echo(f"blocked {peer}" if changed else f"{peer} was already blocked")
+
+
+@app.command()
+def unblock(peer: Annotated[str, typer.Argument(help="The peer id to unblock.")]) -> None:
+    """Unblock a peer: its new messages and its listings are seen again."""
+    with _open() as node:
+        changed = node.unblock(peer)
+    typer.echo(f"unblocked {peer}" if changed else f"{peer} was not blocked")
+
+
+@app.command()
+def blocked(as_json: JsonOpt = False) -> None:
+    """The peers you blocked, most recent first."""
+    with _open() as node:
+        peers = node.blocked()
+    if as_json:
+        _print_json(peers)
+        return
+    typer.echo("\n".join(peers) if peers else "No one is blocked.")
+
+
 @app.command("sync")
 def sync_now(
     peer: Annotated[

@@ -230,6 +230,7 @@ def message_json(message: Message) -> dict[str, Any]:
         "text": message.text,
         "state": message.state.name.lower(),
         "read": message.read,
+        "attempts": message.attempts,  # outgoing: deliveries tried and failed so far
     }
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 import msgpack
 import trio
 
-from p2pmarket.crypto.envelope import REPLAY_WINDOW, Letter, open_envelope, seal
+from p2pmarket.crypto.envelope import MAX_AGE, REPLAY_WINDOW, Letter, open_envelope, seal
 from p2pmarket.crypto.peer_id import peer_id_from_public_key
 from p2pmarket.crypto.signing import Signer
 from p2pmarket.errors import InvalidEnvelope, InvalidInput, P2PMarketError
@@ -250,7 +250,11 @@ class PostOffice:
 
     async def _fall_back(self, message: Message) -> None:
         """The recipient is away: leave the message with mailboxes (once), and try
-        it directly again later, doubling the wait."""
+        it directly again later, doubling the wait; give up once it is too old
+        for the recipient to accept."""
+        if self._now() > message.sent + MAX_AGE:
+            self._advance(message.id, State.FAILED)
+            return
         network = self.network
         if network is not None and message.state == State.QUEUED:
             try:

@@ -27,8 +27,8 @@ a receipt is forgotten once it is delivered or left with a mailbox.
 from __future__ import annotations
 
 import enum
-import time
 import struct
+import time
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -47,6 +47,7 @@ class State(enum.IntEnum):
     DELIVERED = 2  # the recipient's node has it
     READ = 3  # the recipient has seen it
     RECEIVED = 4  # an incoming message
+    FAILED = 5  # not delivered before recipients would refuse it as too old: given up
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +105,6 @@ class Thread:
 
 def _outbox_key(message: Message) -> bytes:
     return OUTBOX + _U64.pack(message.due) + message.id
-
-
 
 
 class MessageStore:

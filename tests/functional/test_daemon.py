@@ -230,6 +230,33 @@ def test_a_message_sent_with_the_cli_is_delivered_acknowledged_and_read(
     thread = cli(b.home, "msg", "thread", a.peer_id)
     assert thread.returncode == 0 and "← Helmnya masih ada?" in thread.stdout
     assert cli_json(b.home, "msg", "inbox", "--json")[0]["unread"] == 0
+    wait_for(
+        lambda: cli_json(a.home, "msg", "thread", b.peer_id, "--json")[-1]["state"],
+        "read",
+        "A learns B has read it",
+    )
+
+
+def test_blocking_a_seller_hides_its_listings_and_drops_its_messages(daemons: Daemons) -> None:
+    a, b = daemons.start_all(2)
+    assert cli(b.home, "connect", a.address).returncode == 0
+    create_listing(a.home, "Kamera analog")
+    wait_for(lambda: len(search_ids(b.home, "kamera")), 1, "B sees A's listing")
+
+    blocked = cli(b.home, "block", a.peer_id)
+
+    assert blocked.returncode == 0 and f"blocked {a.peer_id}" in blocked.stdout
+    assert cli_json(b.home, "blocked", "--json") == [a.peer_id]
+    assert search_ids(b.home, "kamera") == []
+    cli_json(a.home, "msg", "send", b.peer_id, "Halo?", "--json")
+    wait_for(
+        lambda: cli_json(a.home, "msg", "thread", b.peer_id, "--json")[-1]["attempts"] > 0,
+        True,
+        "A tried to deliver",
+    )
+    assert cli_json(b.home, "msg", "inbox", "--json") == []
+    assert cli(b.home, "unblock", a.peer_id).returncode == 0
+    assert len(search_ids(b.home, "kamera")) == 1
 
 
 def test_sync_without_peers_or_with_an_unknown_peer_fails_in_one_line(lone: Daemon) -> None:

@@ -1,0 +1,110 @@
+"""The post office without a network: receipts only the recipient can give,
+replays, blocked senders, read receipts, and giving up on a 14-day-old message."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from factories import FakeClock
+
+from p2pmarket.crypto.envelope import MAX_AGE, open_envelope, seal
+from p2pmarket.errors import InvalidEnvelope
+from p2pmarket.events import Event, MessageReceived, MessageStateChanged
+from p2pmarket.node import Node
+from p2pmarket.store.messages import State
+
+
+def letter(sender: Node, recipient: Node, kind: str, body: bytes) -> bytes:
+    return seal(sender._signer_or_unlock(), recipient.public_key, kind, body, sender.now())[1]
+
+
+def receipt(sender: Node, recipient: Node, *pairs: tuple[bytes, State]) -> bytes:
+    body = msgpack.packb([[mid, int(state)] for mid, state in pairs])
+    return letter(sender, recipient, "receipt", body)
+
+
+def test_a_receipt_moves_a_message_forward_only_when_its_recipient_gives_it(
+    node: Node, other_node: Node
+) -> None:
+    sent = node.send_message(other_node.peer_id, "Halo")
+    seen: list[Event] = []
+    node._post._emit = seen.append
+
+    # Someone else cannot: a receipt for it from a third key changes nothing.
+    node._post.receive(receipt(node, node, (sent.id, State.DELIVERED)), node.peer_id)
+    assert node.thread(other_node.peer_id)[-1].state is State.QUEUED
+
+    node._post.receive(receipt(other_node, node, (sent.id, State.READ)), other_node.peer_id)
+
+    assert node.thread(other_node.peer_id)[-1].state is State.READ
+    assert [type(e) for e in seen] == [MessageStateChanged]
+    # A later, lower state cannot move it back.
+    node._post.receive(receipt(other_node, node, (sent.id, State.DELIVERED)), other_node.peer_id)
+    assert node.thread(other_node.peer_id)[-1].state is State.READ
+
+
+def test_a_direct_letter_is_kept_once_and_answered_with_a_receipt_each_time(
+    node: Node, other_node: Node
+) -> None:
+    envelope = letter(other_node, node, "text", b"Masih ada?")
+    seen: list[Event] = []
+    node._post._emit = seen.append
+
+    answers = [node._post.receive(envelope, other_node.peer_id) for _ in range(2)]
+
+    assert [m.body for m in node.thread(other_node.peer_id)] == [b"Masih ada?"]
+    assert [type(e) for e in seen] == [MessageReceived]
+    for answer in answers:
+        assert answer is not None
+        opened = open_envelope(answer, other_node._signer_or_unlock(), other_node.now())
+        assert opened.kind == "receipt" and opened.sender == node.public_key
+
+
+def test_a_blocked_sender_is_not_heard_and_not_answered(node: Node, other_node: Node) -> None:
+    node.block(other_node.peer_id)
+    assert node._post.receive(letter(other_node, node, "text", b"Halo"), other_node.peer_id) is None
+    node._post.receive_mail(letter(other_node, node, "text", b"Halo lagi"), "holder")
+    assert node.conversations() == []
+
+
+def test_an_envelope_that_does_not_open_is_an_error_directly_and_dropped_from_a_mailbox(
+    node: Node, other_node: Node
+) -> None:
+    with pytest.raises(InvalidEnvelope):
+        node._post.receive(b"\x80", other_node.peer_id)
+    node._post.receive_mail(b"\x80", "holder")  # the holder cannot know: no error
+    assert node.conversations() == []
+
+
+def test_mail_from_a_mailbox_is_acknowledged_to_its_sender_through_the_outbox(
+    node: Node, other_node: Node
+) -> None:
+    node._post.receive_mail(letter(other_node, node, "text", b"Halo"), "holder")
+
+    (owed,) = node._post.messages.due(node.now() + 1)
+    assert owed.kind == "receipt" and owed.peer == other_node.public_key
+    assert node.conversations()[0].unread == 1  # the receipt is not part of the chat
+
+
+def test_reading_a_conversation_queues_one_read_receipt(node: Node, other_node: Node) -> None:
+    for text in (b"Satu", b"Dua"):
+        node._post.receive(letter(other_node, node, "text", text), other_node.peer_id)
+
+    assert node.mark_read(other_node.peer_id) == 2
+
+    (owed,) = node._post.messages.due(node.now() + 1)
+    ids = {m.id for m in node.thread(other_node.peer_id)}
+    assert {mid for mid, _ in msgpack.unpackb(owed.body)} == ids
+
+
+async def test_a_message_undelivered_for_14_days_is_given_up(
+    node: Node, other_node: Node, clock: FakeClock
+) -> None:
+    sent = node.send_message(other_node.peer_id, "Halo")
+    clock.advance(MAX_AGE + 1)
+
+    await node._post._fall_back(node._post.messages.get(sent.id))  # type: ignore[arg-type]
+
+    (message,) = node.thread(other_node.peer_id)
+    assert message.state is State.FAILED and message.envelope == b""
+    assert node._post.messages.due(node.now() + 10**6) == []
