@@ -24,6 +24,8 @@ from p2pmarket.errors import WrongPassphrase as WrongPassphrase
 from p2pmarket.events import ListingAdded as ListingAdded
 from p2pmarket.events import ListingUpdated as ListingUpdated
 from p2pmarket.events import ListingWithdrawn as ListingWithdrawn
+from p2pmarket.events import MessageReceived as MessageReceived
+from p2pmarket.events import MessageStateChanged as MessageStateChanged
 from p2pmarket.events import NodeStatus as NodeStatus
 from p2pmarket.events import PeerConnected as PeerConnected
 from p2pmarket.events import PeerDisconnected as PeerDisconnected
@@ -39,5 +41,7 @@ from p2pmarket.records import Tombstone as Tombstone
 from p2pmarket.records import format_id as format_id
 from p2pmarket.records import parse_id as parse_id
 from p2pmarket.store import Page as Page
+from p2pmarket.store.messages import Message as Message
+from p2pmarket.store.messages import State as MessageState
 
 __version__ = "0.1.0"
