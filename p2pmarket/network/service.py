@@ -657,7 +657,11 @@ class Network:
         if sync is None or sync.busy_with(peer) or sync.banned(peer):
             return None
         async with self._sync_limiter:
-            if not self.host.get_network().get_connections(peer):
+            # Not self.host: it raises once the node is stopping, which a task
+            # that waited here may find.
+            if not self.running or self._host is None:
+                return None
+            if not self._host.get_network().get_connections(peer):
                 return None
             self._last_synced[peer.to_base58()] = time.monotonic()
             return await sync.sync_with(peer)
