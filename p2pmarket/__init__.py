@@ -42,6 +42,6 @@ from p2pmarket.records import format_id as format_id
 from p2pmarket.records import parse_id as parse_id
 from p2pmarket.store import Page as Page
 from p2pmarket.store.messages import Message as Message
-from p2pmarket.store.messages import State as MessageState
+from p2pmarket.store.messages import MessageState as MessageState
 
 __version__ = "0.1.0"

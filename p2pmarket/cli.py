@@ -706,6 +706,10 @@ def status(as_json: JsonOpt = False) -> None:
     if info.sync is not None:
         typer.echo(f"sync      {sync_line(info.sync)}")
     typer.echo(f"listings  {info.cached_listings} cached")
+    typer.echo(
+        f"messages  {info.unread} unread; {info.outbox} waiting to be delivered; "
+        f"holding {info.held_mail} for offline peers"
+    )
 
 
 @app.command()

@@ -105,6 +105,9 @@ class NodeStatus:
     topics: tuple[str, ...] = ()
     sync: SyncStatus | None = None
     started: int = 0  # Unix time the network started, 0 when offline
+    unread: int = 0  # incoming messages not yet read
+    outbox: int = 0  # our messages (and receipts) not yet acknowledged
+    held_mail: int = 0  # envelopes this node keeps for offline peers
     extra: dict[str, int] = field(default_factory=dict)  # counters: dropped, penalised…
 
 

@@ -715,24 +715,31 @@ class Node:
             await trio.sleep(_UPKEEP_EVERY)
 
     def status(self) -> NodeStatus:
+        from p2pmarket.store.mailbox import Mailbox
+        from p2pmarket.store.messages import MessageStore
+
+        unread, outbox = MessageStore(self.store.db).counts()
+        offline = NodeStatus(
+            self.peer_id,
+            False,
+            cached_listings=self.store.listing_count,
+            sync=self.sync_status(),
+            unread=unread,
+            outbox=outbox,
+            held_mail=Mailbox(self.store.db).held()[0],
+        )
         network = self._network
         if network is None or not network.running:
-            return NodeStatus(
-                self.peer_id,
-                False,
-                cached_listings=self.store.listing_count,
-                sync=self.sync_status(),
-            )
-        return NodeStatus(
-            peer_id=self.peer_id,
+            return offline
+        mail_counters = network.mailbox.counters if network.mailbox is not None else {}
+        return replace(
+            offline,
             online=True,
             addresses=network.addresses(),
             peers=len(network.host.get_connected_peers()),
-            cached_listings=self.store.listing_count,
             topics=network.topics,
-            sync=self.sync_status(),
             started=network.started,
-            extra={**network.counters, "dropped_events": self.dropped_events},
+            extra={**network.counters, **mail_counters, "dropped_events": self.dropped_events},
         )
 
     async def fetch_listing(self, listing_id: bytes | str) -> Listing:

@@ -50,6 +50,9 @@ class State(enum.IntEnum):
     FAILED = 5  # not delivered before recipients would refuse it as too old: given up
 
 
+MessageState = State  # the name the package exports
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     peer: bytes  # the other side
@@ -232,6 +235,12 @@ class MessageStore:
         return len(old)
 
     # -- reads -------------------------------------------------------------
+
+    def counts(self) -> tuple[int, int]:
+        """(unread incoming messages, outbox entries), for status."""
+        unread = sum(t.unread for t in self.threads())
+        waiting = sum(1 for _ in self._db.iterator(prefix=OUTBOX, include_value=False))
+        return unread, waiting
 
     def due(self, now: int, limit: int = 100) -> list[Message]:
         """Outgoing messages whose next attempt is due, oldest first."""

@@ -108,3 +108,16 @@ async def test_a_message_undelivered_for_14_days_is_given_up(
     (message,) = node.thread(other_node.peer_id)
     assert message.state is State.FAILED and message.envelope == b""
     assert node._post.messages.due(node.now() + 10**6) == []
+
+
+def test_status_counts_unread_messages_the_outbox_and_held_mail(
+    node: Node, other_node: Node
+) -> None:
+    node.send_message(other_node.peer_id, "Halo")
+    node._post.receive(letter(other_node, node, "text", b"Halo juga"), other_node.peer_id)
+
+    status = node.status()
+
+    assert (status.unread, status.outbox, status.held_mail) == (1, 1, 0)
+    node.mark_read(other_node.peer_id)
+    assert (node.status().unread, node.status().outbox) == (0, 2)  # + the read receipt
