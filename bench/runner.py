@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final, TextIO
 
-from bench import coldstart, dht, gossip, ingest, machine, memory, search, sync
+from bench import coldstart, dht, gossip, ingest, machine, memory, messages, search, sync
 from bench.config import DATA_DIR, FULL, QUICK, REPORT, Sizes
 from bench.report import render
 from bench.results import Section
@@ -21,6 +21,7 @@ BENCHMARKS: Final[dict[str, Callable[[Sizes, Path], Section]]] = {
     "dht": dht.run,
     "memory": memory.run,
     "sync": sync.run,
+    "messages": messages.run,
 }
 
 

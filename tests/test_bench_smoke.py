@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import BENCHMARKS, Sizes, run, sync
+from bench import BENCHMARKS, Sizes, messages, run, sync
 from bench.report import render
 from bench.results import Section
 
@@ -33,6 +33,7 @@ _TINY = Sizes(
 )
 _NETWORK = ("gossip", "dht", "memory")
 _SYNC = "sync"  # processes of its own: tested alone
+_MESSAGES = "messages"  # its own sample counts: tested alone
 
 
 def _check(sections: list[Section], titles: list[str], min_rows: int) -> None:
@@ -46,7 +47,7 @@ def _check(sections: list[Section], titles: list[str], min_rows: int) -> None:
 
 def test_every_local_benchmark_produces_numbers_at_a_tiny_size(tmp_path: Path) -> None:
     out = io.StringIO()
-    local = [name for name in BENCHMARKS if name not in (*_NETWORK, _SYNC)]
+    local = [name for name in BENCHMARKS if name not in (*_NETWORK, _SYNC, _MESSAGES)]
 
     sections = run(quick=True, sizes=_TINY, data_dir=tmp_path, out=out, only=local)
 
@@ -88,3 +89,19 @@ def test_the_sync_benchmark_syncs_every_record_at_a_tiny_size(tmp_path: Path) ->
     assert back["after"]["listings"] == n - changes["withdrawals"] + changes["new"]
     assert 0 < sync.session_bytes(back) < sync.session_bytes(full) / 10
     _check([sync.section(found, n)], ["Catch-up"], 3)
+
+
+@pytest.mark.slow
+def test_the_messages_benchmark_delivers_every_message_at_a_tiny_size() -> None:
+    found = messages.figures(round_trips=5, offline=2)
+
+    trips = found["round trip"]
+    assert len(trips["messages"]) == len(trips["echoes"]) == 5
+    assert all(t is not None and t > 0 for t in trips["messages"] + trips["echoes"])
+    assert 200 < trips["envelope"] < 1000  # a sealed chat message
+    trials = found["offline"]["trials"]
+    assert len(trials) == 2
+    for trial in trials:
+        assert trial["sent"] is not None and trial["via"] == "mailbox" and trial["stored"], trial
+        assert trial["online"] > trial["after_connect"] > 0
+    _check([messages.section(found)], ["Direct"], 2)

@@ -86,7 +86,7 @@ DHT_PUT_CONCURRENCY: Final = 4
 SYNC_CONCURRENCY: Final = 3  # sessions we start at once on new connections
 SYNC_PENALTY: Final = 50.0  # a peer that lies in sync: at once below publish
 MAIL_COPIES: Final = 3  # holders an envelope is left with
-MAIL_CANDIDATES: Final = 9  # closest peers tried, in that order, to find them
+MAIL_CANDIDATES: Final = 20  # closest peers tried, in that order, to find them
 MAIL_LOOKUP: Final = 6  # closest peers to our id we ask for mail (twice the copies:
 # the sender's view of the DHT and ours need not agree on the exact three)
 MAIL_FIRST_CHECK: Final = 5.0  # seconds after start: the routing table has filled
@@ -369,11 +369,20 @@ class Network:
 
     @staticmethod
     async def _hang_up(host: IHost) -> None:
-        """Close every connection so peers see us leave at once. py-libp2p 0.8.1
-        leaves them open when its host is cancelled, and peers keep a dead node
-        in their meshes and routing tables until TCP notices."""
+        """Stop listening and close every connection so peers see us leave at
+        once. py-libp2p 0.8.1 leaves both open when its host is cancelled: its
+        TCP listener runs as a trio system task and went on completing
+        handshakes for a stopped node inside a process that kept running
+        (measured), and peers keep a dead node in their meshes and routing
+        tables until TCP notices."""
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + 2
+            listeners = getattr(host.get_network(), "listeners", {})
+            for listener in list(listeners.values()):
+                try:
+                    await listener.close()
+                except Exception as exc:
+                    log.debug("closing a listener failed: %s", exc)
             # Each muxed connection directly: once cancellation has marked a
             # connection closed, host.disconnect() skips it and its socket stays open.
             for conns in list(host.get_network().get_connections_map().values()):
@@ -765,7 +774,17 @@ class Network:
             raise NetworkError("this node does not carry offline mail")
         mailbox = self.mailbox
         recipient = ID.from_base58(peer_id)
+        host = self.host
         candidates = [p for p in await self._closest(recipient) if p != recipient]
+        candidates = candidates[:MAIL_CANDIDATES]
+        # Then any connected peer that holds mail: the recipient asks every peer
+        # it connects to, and the nearest ones may all be gone (a routing table
+        # keeps peers that left).
+        candidates += [
+            p
+            for p in host.get_connected_peers()
+            if p != recipient and p not in candidates and MAILBOX_PROTOCOL in _protocols(host, p)
+        ]
         kept = 0
 
         async def one(peer: ID) -> None:
@@ -777,12 +796,13 @@ class Network:
             except NetworkError as exc:
                 log.debug("leaving mail with %s: %s", peer, exc)
 
-        for start in range(0, min(len(candidates), MAIL_CANDIDATES), MAIL_COPIES):
+        tried = 0
+        while kept < MAIL_COPIES and tried < len(candidates):
+            batch = candidates[tried : tried + MAIL_COPIES - kept]
+            tried += len(batch)
             async with trio.open_nursery() as nursery:
-                for peer in candidates[start : start + MAIL_COPIES - kept]:
+                for peer in batch:
                     nursery.start_soon(one, peer)
-            if kept >= MAIL_COPIES:
-                break
         return kept
 
     async def collect_mail(self) -> int:

@@ -171,3 +171,14 @@ async def test_a_stopped_node_reports_offline_and_refuses_network_operations(
             await offline.fetch_listing("a" * 26)
         with pytest.raises(OfflineError):
             offline.peers()
+
+
+async def test_a_stopped_node_no_longer_accepts_connections(cluster: Cluster) -> None:
+    (node,) = await cluster.start(1)
+    port = int(node.status().addresses[0].split("/tcp/")[1].split("/")[0])
+
+    await cluster.stop(node)
+
+    with socket.socket() as probe, pytest.raises(ConnectionRefusedError):
+        probe.settimeout(2)
+        probe.connect(("127.0.0.1", port))
