@@ -23,11 +23,10 @@ scenario in a fresh interpreter (:func:`bench.cluster.run_child`):
   ``connect`` call. B stays online until A learns it was delivered (B's receipt,
   not a target), then stops and its process exits before the next send.
 
-B runs in its own process because a node stopped inside a process that goes on
-running is not gone for its peers: py-libp2p 0.8.1 keeps its listening socket
-open and still completes handshakes on it, so A's DHT lookups reach the stopped
-node and wait out their timeouts (a later send took 30 s to be left with the
-mailbox). A process that exits closes them, as on a real network.
+B runs in its own process, as a user's node does: coming back online then
+includes starting the node, which is what the user waits for. (Written while
+finding that py-libp2p 0.8.1 kept a stopped node's listening socket serving
+handshakes inside a process that went on running; the node now closes it.)
 """
 
 from __future__ import annotations
@@ -516,9 +515,7 @@ def _details(found: Figures) -> str:
         " the home. B stays online until A's node marks the message delivered"
         " (*sender sees delivered*: B's receipt goes back through B's outbox, directly"
         f" or through a mailbox; waited for up to {RECEIPT_TIMEOUT:g} s), then stops."
-        " B runs in its own process because a node stopped in a process that goes on"
-        " running still accepts connections (py-libp2p 0.8.1 leaves its listening"
-        " socket open), which would make A's lookups wait out their timeouts on it."
+        " B runs in its own process, as a user's node does."
         " Received via: "
         + ", ".join(f"{k} {v}" for k, v in sorted(via.items()))
         + f"; in B's thread when measured: {stored} of {len(trials) - unsent}.",
