@@ -60,7 +60,12 @@ class ChatApp(App[None]):
         self.shown: list[Message] = []
 
     def compose(self) -> ComposeResult:
-        yield Static(f"chat with {self.peer_id}", id="peer")
+        try:
+            profile = self.backend.profile(self.peer)
+        except P2PMarketError:
+            profile = None
+        name = f"{profile.name} · " if profile is not None else ""
+        yield Static(f"chat with {name}{self.peer_id}", id="peer")
         yield RichLog(id="log", wrap=True, markup=False)
         yield Input(placeholder="type a message, Enter to send", id="say")
         yield Footer()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
-from textual.widgets import Input, RichLog
+from textual.widgets import Input, RichLog, Static
 
 from p2pmarket.crypto.envelope import seal
 from p2pmarket.node import Node
@@ -20,11 +20,13 @@ def lines(app: ChatApp) -> list[str]:
 
 def test_the_chat_sends_what_is_typed_and_shows_what_arrives(node: Node, other_node: Node) -> None:
     node.send_message(other_node.peer_id, "Sepedanya masih ada?")
+    node.store.put(other_node.set_profile(name="Toko Sepeda Budi"))
 
-    async def scenario() -> tuple[list[str], list[str]]:
+    async def scenario() -> tuple[str, list[str], list[str]]:
         app = ChatApp(node, other_node.public_key)
         async with app.run_test() as pilot:
             await pilot.pause()
+            header = str(app.query_one("#peer", Static).render())
             before = lines(app)
             await pilot.press(*"Bisa COD?", "enter")
             # The seller answers: a real envelope, taken in as the node would.
@@ -38,10 +40,11 @@ def test_the_chat_sends_what_is_typed_and_shows_what_arrives(node: Node, other_n
             node._post.receive(envelope, other_node.peer_id)
             await pilot.pause(0.8)  # one poll
             assert app.query_one("#say", Input).value == ""
-            return before, lines(app)
+            return header, before, lines(app)
 
-    before, after = asyncio.run(scenario())
+    header, before, after = asyncio.run(scenario())
 
+    assert header == f"chat with Toko Sepeda Budi · {other_node.peer_id}"
     assert len(before) == 1 and "you: Sepedanya masih ada?  (queued)" in before[0]
     assert [line[5:].strip() for line in after] == [  # after the HH:MM
         "you: Sepedanya masih ada?  (queued)",
