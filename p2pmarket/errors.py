@@ -78,5 +78,15 @@ class InvalidEnvelope(P2PMarketError):
     not signed by its sender, or outside the accepted time window."""
 
 
+class EnvelopeOutOfTime(InvalidEnvelope):
+    """A well-formed envelope whose letter's time is outside the accepted window:
+    too old, or (``future``) ahead of our clock by more than the allowed skew.
+    Not a sign of malice (clocks drift), so it costs its sender nothing."""
+
+    def __init__(self, message: str, *, future: bool) -> None:
+        super().__init__(message)
+        self.future = future
+
+
 class MailboxFull(P2PMarketError):
     """A mailbox holder refused an envelope over one of its quotas."""

@@ -108,6 +108,7 @@ class Config:
             mdns=self.mdns,
             follow=self.follow,
             sync_interval=self.sync_minutes * 60.0,
+            hold_mail=self.mailbox_mb > 0,
         )
 
 

@@ -69,6 +69,7 @@ if TYPE_CHECKING:
     from p2pmarket.network.service import Network
     from p2pmarket.postoffice import PostOffice
     from p2pmarket.store.blocklist import BlockList
+    from p2pmarket.store.mailbox import Mailbox
     from p2pmarket.store.messages import Message, Thread
 
 Passphrase = str | Callable[[], str] | None
@@ -147,6 +148,7 @@ class Node:
         self._catalogue_seq = 0
         self._catchup: CatchUp | None = None
         self._post_office: PostOffice | None = None
+        self._held_mail: Mailbox | None = None  # mail kept for others, while online
         self._blocks: BlockList | None = None
         self.dropped_events = 0
 
@@ -503,6 +505,7 @@ class Node:
         signer = self._signer_or_unlock()
         from p2pmarket.catchup import CatchUp
 
+        self._held_mail = Mailbox(self.store.db, Quotas(total_bytes=self.config.mailbox_mb << 20))
         self._catchup = CatchUp(
             self.store,
             now=self.now,
@@ -520,7 +523,7 @@ class Node:
             sync=self._catchup,
             on_synced=self._on_synced,
             on_envelope=self._post.receive,
-            mailbox=Mailbox(self.store.db, Quotas(total_bytes=self.config.mailbox_mb << 20)),
+            mailbox=self._held_mail,
             on_mail=self._post.receive_mail,
         )
         try:
@@ -704,7 +707,8 @@ class Node:
             self.store.mark_synced(int(progress.finished))
 
     async def _upkeep(self) -> None:
-        """Collect expired records and keep the cache under its cap, now and then."""
+        """Now and then: collect expired records, keep the cache under its cap,
+        drop mail held past its 14 days and replay marks past their window."""
         import trio
 
         while True:
@@ -712,6 +716,9 @@ class Node:
                 await trio.sleep(0)  # in steps, so gossip is not held up
             if self._catchup is not None:
                 self._catchup.keep_within_cap()
+            if self._held_mail is not None:
+                self._held_mail.collect(self.now())
+            self._post.messages.forget_seen(self.now())
             await trio.sleep(_UPKEEP_EVERY)
 
     def status(self) -> NodeStatus:

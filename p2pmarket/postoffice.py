@@ -26,9 +26,9 @@ import msgpack
 import trio
 
 from p2pmarket.crypto.envelope import MAX_AGE, REPLAY_WINDOW, Letter, open_envelope, seal
-from p2pmarket.crypto.peer_id import peer_id_from_public_key
+from p2pmarket.crypto.peer_id import peer_id_from_public_key, public_key_from_peer_id
 from p2pmarket.crypto.signing import Signer
-from p2pmarket.errors import InvalidEnvelope, InvalidInput, P2PMarketError
+from p2pmarket.errors import EnvelopeOutOfTime, InvalidEnvelope, InvalidInput, P2PMarketError
 from p2pmarket.events import Event, MessageReceived, MessageStateChanged
 from p2pmarket.store.blocklist import BlockList
 from p2pmarket.store.messages import Message, MessageStore, State
@@ -125,9 +125,11 @@ class PostOffice:
 
     def peer_connected(self, peer_id: str) -> None:
         """A peer came online: what waits for it in the outbox goes now."""
-        from p2pmarket.crypto.peer_id import public_key_from_peer_id
-
-        if self.messages.expedite(public_key_from_peer_id(peer_id), self._now()):
+        try:
+            key = public_key_from_peer_id(peer_id)
+        except InvalidInput:
+            return  # not an ed25519 peer (not a p2pmarket node): we never write to it
+        if self.messages.expedite(key, self._now()):
             self.wake()
 
     # -- receiving -------------------------------------------------------------
@@ -147,24 +149,26 @@ class PostOffice:
         body = _receipt_body([(letter.id, State.DELIVERED)])
         return seal(self._signer(), letter.sender, "receipt", body, self._now())[1]
 
-    def receive_mail(self, data: bytes, holder: str) -> None:
-        """An envelope collected from a mailbox holder. It is acknowledged to the
-        holder whatever it holds, so what does not open is simply dropped; a new
-        message is acknowledged to its sender by a receipt through the outbox."""
+    def receive_mail(self, data: bytes, holder: str) -> bool:
+        """An envelope collected from a mailbox holder; True when the holder may
+        delete it. What does not open is dropped (the holder cannot tell), except a
+        letter dated ahead of our clock: it stays with the holder until our clocks
+        agree. A new message is acknowledged to its sender by a receipt through
+        the outbox."""
         try:
             letter = self._open(data)
-        except InvalidEnvelope as exc:
-            log.info("dropped mail from holder %s: %s", holder, exc)
-            return
-        if letter.sender in self.blocked:
-            return
-        try:
+            if letter.sender in self.blocked:
+                return True
             new = self._take(letter, "mailbox")
+        except EnvelopeOutOfTime as exc:
+            log.info("mail from holder %s: %s", holder, exc)
+            return not exc.future
         except InvalidEnvelope as exc:
             log.info("dropped mail from holder %s: %s", holder, exc)
-            return
+            return True
         if new:
             self._queue(letter.sender, "receipt", _receipt_body([(letter.id, State.DELIVERED)]))
+        return True
 
     def _take(self, letter: Letter, via: Any) -> bool:
         """Keep a text letter or apply a receipt; True for a new text message."""
@@ -172,6 +176,12 @@ class PostOffice:
             for mid, state in _parse_receipt(letter.body):
                 self._advance(mid, state, letter.sender)
             return False
+        if len(letter.body) > MAX_TEXT:
+            raise InvalidEnvelope(f"a text letter of {len(letter.body)} bytes (at most {MAX_TEXT})")
+        try:
+            letter.body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidEnvelope("a text letter that is not UTF-8") from None
         message = Message(
             letter.sender, letter.id, False, letter.sent, letter.kind, letter.body, State.RECEIVED
         )
@@ -200,12 +210,12 @@ class PostOffice:
                     with trio.move_on_after(1):
                         await self._wake.wait()
                     self._wake = trio.Event()
-                    for message in self.messages.due(self._now(), limit=1000):
-                        if len(self._busy) >= DELIVERY_WORKERS:
-                            break
-                        if message.peer not in self._busy:
-                            self._busy.add(message.peer)
-                            nursery.start_soon(self._deliver_to, message.peer)
+                    free = DELIVERY_WORKERS - len(self._busy)
+                    if free <= 0:
+                        continue
+                    for peer in self.messages.due_peers(self._now(), self._busy, free):
+                        self._busy.add(peer)
+                        nursery.start_soon(self._deliver_to, peer)
         finally:
             self.network = None
             self._wake = None
@@ -215,16 +225,17 @@ class PostOffice:
         """Deliver the messages due to one peer, in order. Once one cannot be
         delivered the peer is away: the rest go to mailboxes without trying."""
         try:
-            reachable = True
+            reachable, mailboxes = True, True
             while reachable:
-                due = [m for m in self.messages.due(self._now(), limit=1000) if m.peer == peer]
+                due = self.messages.due(self._now(), limit=100, peer=peer)
                 if not due:
                     return
                 for message in due:
                     if reachable and await self._deliver(message):
                         continue
                     reachable = False
-                    await self._fall_back(message)
+                    # Once no mailbox would take one, the rest wait for the retry.
+                    mailboxes = await self._fall_back(message, mailboxes)
         finally:
             self._busy.discard(peer)
 
@@ -248,23 +259,33 @@ class PostOffice:
             self._advance(mid, state, message.peer)
         return True
 
-    async def _fall_back(self, message: Message) -> None:
-        """The recipient is away: leave the message with mailboxes (once), and try
-        it directly again later, doubling the wait; give up once it is too old
-        for the recipient to accept."""
+    async def _fall_back(self, message: Message, mailboxes: bool = True) -> bool:
+        """The recipient is away: leave the message with mailboxes, and try it
+        directly again later, doubling the wait; give up once it is too old for
+        the recipient to accept. Returns whether mailboxes took it.
+
+        It is left with mailboxes the first time, and again at every retry once
+        the wait is an hour: holders come and go, and the nearest ones then may
+        not be those that took it first (holders keep one copy of an envelope)."""
         if self._now() > message.sent + MAX_AGE:
             self._advance(message.id, State.FAILED)
-            return
+            return mailboxes
+        wait = min(RETRY_FIRST * 2**message.attempts, RETRY_MAX)
         network = self.network
-        if network is not None and message.state == State.QUEUED:
+        kept = 0
+        if (
+            mailboxes
+            and network is not None
+            and (message.state == State.QUEUED or wait == RETRY_MAX)
+        ):
             try:
                 kept = await network.leave_mail(
                     peer_id_from_public_key(message.peer), message.envelope
                 )
             except P2PMarketError as exc:
                 log.debug("leaving %s in mailboxes: %s", message.id.hex(), exc)
-                kept = 0
             if kept:
                 self._advance(message.id, State.SENT)
-        wait = min(RETRY_FIRST * 2**message.attempts, RETRY_MAX)
+            mailboxes = kept > 0
         self.messages.reschedule(message.id, due=self._now() + wait)
+        return mailboxes

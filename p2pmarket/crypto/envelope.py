@@ -37,7 +37,7 @@ import nacl.public
 import nacl.signing
 
 from p2pmarket.crypto.signing import Signer, verify
-from p2pmarket.errors import InvalidEnvelope
+from p2pmarket.errors import EnvelopeOutOfTime, InvalidEnvelope
 
 VERSION: Final = 1
 MAX_ENVELOPE: Final = 64 * 1024  # bytes, on the wire and in a mailbox
@@ -110,8 +110,14 @@ def _fields(letter: Letter) -> list[Any]:
 
 def recipient_of(data: bytes) -> bytes:
     """The recipient of an envelope, checking only its outside: what a mailbox
-    holder may know. Raises :class:`InvalidEnvelope` if the outside is malformed."""
-    return _outside(data)[0]
+    holder may know. Raises :class:`InvalidEnvelope` if the outside is malformed
+    or names a key that no one could hold (not a point on the curve)."""
+    to = _outside(data)[0]
+    try:
+        nacl.signing.VerifyKey(to).to_curve25519_public_key()
+    except (nacl.exceptions.CryptoError, ValueError):
+        raise InvalidEnvelope("an envelope's recipient is not an ed25519 key") from None
+    return to
 
 
 def _outside(data: bytes) -> tuple[bytes, bytes]:
@@ -163,8 +169,8 @@ def open_envelope(data: bytes, recipient: Signer, now: int) -> Letter:
         raise InvalidEnvelope("the letter names another recipient than its envelope")
     if not (isinstance(letter_id, bytes) and len(letter_id) == ID_SIZE):
         raise InvalidEnvelope("the letter's id is not 16 bytes")
-    if type(sent) is not int or not now - MAX_AGE - CLOCK_SKEW <= sent <= now + CLOCK_SKEW:
-        raise InvalidEnvelope("the letter's time is outside the accepted window")
+    if type(sent) is not int:
+        raise InvalidEnvelope("the letter's time is not an integer")
     if not isinstance(kind, str) or kind not in KINDS:
         raise InvalidEnvelope(f"unknown letter kind {kind!r}")
     if not isinstance(body, bytes) or not isinstance(signature, bytes):
@@ -172,4 +178,9 @@ def open_envelope(data: bytes, recipient: Signer, now: int) -> Letter:
     letter = Letter(sender, named, letter_id, sent, kind, body)
     if not verify(sender, _signed_part(letter), signature):
         raise InvalidEnvelope("the letter's signature is not its sender's")
+    # Checked last: only a genuine letter may be excused as a clock problem.
+    if sent > now + CLOCK_SKEW:
+        raise EnvelopeOutOfTime("the letter is dated ahead of our clock", future=True)
+    if sent < now - MAX_AGE - CLOCK_SKEW:
+        raise EnvelopeOutOfTime("the letter is too old to accept", future=False)
     return letter

@@ -39,3 +39,4 @@ class NetworkConfig:
     sync_on_connect: bool = True  # catch up with each peer we dial
     sync_interval: float = 600.0  # …and with one peer this often, seconds
     mail_interval: float = 300.0  # ask our mailbox holders for mail this often, seconds
+    hold_mail: bool = True  # keep offline mail for others (the node's store sets how much)

@@ -41,7 +41,10 @@ MAILBOX_PROTOCOL: Final = TProtocol("/p2pmarket/mailbox/1.0.0")
 PUT, FETCH, ACK = 1, 2, 3
 OK, REFUSED, BAD = 0, 1, 2
 BATCH_BYTES: Final = 1024 * 1024  # mail in one fetch answer
-MAX_FRAME: Final = BATCH_BYTES + MAX_ENVELOPE + 4096
+MAX_FRAME: Final = BATCH_BYTES + MAX_ENVELOPE + 4096  # an answer
+MAX_REQUEST: Final = MAX_ENVELOPE + 1024  # a put is the largest request
+MAX_SERVING: Final = 16  # streams a holder serves at once…
+MAX_SERVING_PER_PEER: Final = 2  # …and from one peer
 MAX_ACK: Final = 1000
 MAX_REQUESTS: Final = 200  # on one stream
 TIMEOUT: Final = 20.0  # one request and its answer
@@ -70,8 +73,8 @@ def _pack(value: Any) -> bytes:
     return frame(msgpack.packb(value, use_bin_type=True))
 
 
-async def _read(stream: INetStream) -> list[Any]:
-    data = await read_frame(stream, MAX_FRAME)
+async def _read(stream: INetStream, limit: int = MAX_FRAME) -> list[Any]:
+    data = await read_frame(stream, limit)
     try:
         doc = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except (ValueError, TypeError, msgpack.UnpackException, RecursionError):
@@ -91,8 +94,9 @@ class MailboxService:
         *,
         own_key: bytes,
         now: Callable[[], int],
-        on_mail: Callable[[bytes, str], object],
+        on_mail: Callable[[bytes, str], bool],
         penalise: Callable[[ID], None],
+        hold: bool = True,
     ) -> None:
         self._host = host
         self._holder = holder
@@ -101,17 +105,34 @@ class MailboxService:
         self._on_mail = on_mail
         self._penalise = penalise
         self.counters = {"mail_held": 0, "mail_refused": 0, "mail_served": 0}
-        host.set_stream_handler(MAILBOX_PROTOCOL, self._serve)
+        self._serving: dict[ID, int] = {}
+        if hold:  # a node that holds no mail does not offer to
+            host.set_stream_handler(MAILBOX_PROTOCOL, self._serve)
 
     # -- holder --------------------------------------------------------------
 
     async def _serve(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id
+        if (
+            sum(self._serving.values()) >= MAX_SERVING
+            or self._serving.get(peer, 0) >= MAX_SERVING_PER_PEER
+        ):
+            await close_quietly(stream)  # busy: the peer tries again later
+            return
+        self._serving[peer] = self._serving.get(peer, 0) + 1
+        try:
+            await self._serve_requests(stream, peer)
+        finally:
+            self._serving[peer] -= 1
+            if not self._serving[peer]:
+                del self._serving[peer]
+
+    async def _serve_requests(self, stream: INetStream, peer: ID) -> None:
         try:
             for _ in range(MAX_REQUESTS):
                 with trio.fail_after(TIMEOUT):
                     try:
-                        request = await _read(stream)
+                        request = await _read(stream, MAX_REQUEST)
                     except EOFError:
                         return
                     answer = self._answer(request, peer)
@@ -200,14 +221,15 @@ class MailboxService:
                     await stream.write(_pack([FETCH]))
                     answer = await _read(stream)
                     mail, more = _mail(answer)
-                    for _digest, envelope in mail:
-                        self._on_mail(envelope, holder.to_base58())
+                    done = [
+                        d for d, envelope in mail if self._on_mail(envelope, holder.to_base58())
+                    ]
                     arrived += len(mail)
-                    if mail:
-                        await stream.write(_pack([ACK, [d for d, _ in mail]]))
+                    if done:
+                        await stream.write(_pack([ACK, done]))
                         await _read(stream)
-                if not more or not mail:
-                    break
+                if not more or not done:
+                    break  # all fetched, or the rest is what we keep there for later
         except (BadRequest, ValueError) as exc:
             self._penalise(holder)
             raise NetworkError(f"mailbox {holder} answered badly: {exc}") from None

@@ -194,7 +194,7 @@ class Network:
         on_synced: Callable[[SyncProgress], None] = lambda _: None,
         on_envelope: OnEnvelope | None = None,
         mailbox: MailHolder | None = None,
-        on_mail: Callable[[bytes, str], object] | None = None,
+        on_mail: Callable[[bytes, str], bool] | None = None,
     ) -> None:
         self.config = config
         self._seed = seed
@@ -323,6 +323,7 @@ class Network:
                         now=self._now,
                         on_mail=self._on_mail,
                         penalise=self._penalise,
+                        hold=config.hold_mail,
                     )
                 if self._sync_source is not None:
                     self.sync = SyncService(

@@ -33,6 +33,9 @@ from p2pmarket.errors import MailboxFull, StoreError
 from p2pmarket.store.layout import HELD, HELD_BY_DIGEST
 
 KEEP: Final = 14 * 86400  # seconds a holder keeps mail (letters older are refused anyway)
+# What one envelope costs against the byte quotas beyond its own size: its two
+# keys and the depositor, so that many tiny envelopes cannot exceed the quotas.
+OVERHEAD: Final = 128
 _U64: Final = struct.Struct(">Q")
 _KEY: Final = 32
 
@@ -56,6 +59,11 @@ def digest(envelope: bytes) -> bytes:
     return hashlib.blake2b(envelope, digest_size=16).digest()
 
 
+def _cost(value: bytes) -> int:
+    """What a held entry (depositor + envelope) counts against the byte quotas."""
+    return len(value) - _KEY + OVERHEAD
+
+
 class Mailbox:
     """The held mail in the home's LevelDB (the listing store's handle).
 
@@ -73,8 +81,8 @@ class Mailbox:
             counts: Counter[bytes] = Counter()
             total = 0
             for _, value in self._db.iterator(prefix=HELD):
-                counts[value[:_KEY]] += len(value) - _KEY
-                total += len(value) - _KEY
+                counts[value[:_KEY]] += _cost(value)
+                total += _cost(value)
             self._by_depositor, self._total = counts, total
         return self._by_depositor
 
@@ -93,15 +101,15 @@ class Mailbox:
         mark = digest(envelope)
         if self._db.get(HELD_BY_DIGEST + mark) is not None:
             return "duplicate"
-        q, size = self.quotas, len(envelope)
+        q, size = self.quotas, len(envelope) + OVERHEAD
         totals = self._totals()
         count = mine = mine_bytes = held_bytes = 0
         for _, value in self._db.iterator(prefix=HELD + recipient):
             count += 1
-            held_bytes += len(value) - _KEY
+            held_bytes += _cost(value)
             if value[:_KEY] == depositor:
                 mine += 1
-                mine_bytes += len(value) - _KEY
+                mine_bytes += _cost(value)
         if mine + 1 > q.per_sender or mine_bytes + size > q.per_sender_bytes:
             raise MailboxFull("your share of this recipient's mailbox is full")
         if totals[depositor] + size > q.per_sender_total_bytes:
@@ -140,7 +148,7 @@ class Mailbox:
             value = self._db.get(HELD + where)
             deletes += [HELD_BY_DIGEST + mark, HELD + where]
             if value is not None:
-                freed.append((value[:_KEY], len(value) - _KEY))
+                freed.append((value[:_KEY], _cost(value)))
         if deletes:
             self._write({}, deletes)
             self._release(freed)
@@ -154,7 +162,7 @@ class Mailbox:
             stored = _U64.unpack(key[1 + _KEY : 9 + _KEY])[0]
             if stored + KEEP < now:
                 deletes += [key, HELD_BY_DIGEST + key[-16:]]
-                freed.append((value[:_KEY], len(value) - _KEY))
+                freed.append((value[:_KEY], _cost(value)))
         if deletes:
             self._write({}, deletes)
             self._release(freed)
@@ -168,7 +176,7 @@ class Mailbox:
             self._total -= size
 
     def held(self) -> tuple[int, int]:
-        """Envelopes and bytes held, for status."""
+        """Envelopes held, and what they count against the quotas, for status."""
         self._totals()
         count = sum(1 for _ in self._db.iterator(prefix=HELD, include_value=False))
         return count, self._total

@@ -6,10 +6,14 @@ Keys (their prefixes are in :mod:`p2pmarket.store.layout` with all the others):
 key                                      value
 =======================================  =========================================
 ``M`` peer(32) order(8) id(16)           a message (msgpack, see :meth:`Message.pack`)
-``N`` id(16)                             peer(32) order(8): where message ``id`` is
+``N`` id(16)                             peer(32) order(8): where our message ``id`` is
 ``O`` due(8) id(16)                      b"" — an outgoing message awaiting a receipt
 ``Q`` sender(32) id(16)                  expiry(8): a letter already received (replays)
 =======================================  =========================================
+
+Only our own messages are indexed by id (receipts name them): an id in an
+incoming letter is the sender's choice, and must not be able to take the place
+of one of ours.
 
 *order* is this node's clock in microseconds when the message was written,
 made strictly increasing: a conversation reads in the order its messages were
@@ -21,7 +25,7 @@ messages, and must survive a crash. States only move forward
 
 Receipts we owe a peer travel like messages (kind ``receipt``) and wait in the
 outbox too, but are not part of a conversation: threads show ``text`` only, and
-a receipt is forgotten once it is delivered or left with a mailbox.
+a receipt is forgotten once it is delivered.
 """
 
 from __future__ import annotations
@@ -154,13 +158,7 @@ class MessageStore:
         if self._db.get(seen) is not None:
             return False
         where = self._next_where(message)
-        self._write(
-            {
-                MESSAGE + where: message.pack(),
-                BY_ID + message.id: where,
-                seen: _U64.pack(keep_until),
-            }
-        )
+        self._write({MESSAGE + where: message.pack(), seen: _U64.pack(keep_until)})
         return True
 
     def get(self, mid: bytes) -> Message | None:
@@ -175,12 +173,17 @@ class MessageStore:
         may say it arrived) forward to ``state``. A receipt for an unknown message,
         another peer's, or one that would move it back, changes nothing (None)."""
         current = self.get(mid)
-        if current is None or not current.outgoing or state <= current.state:
+        if current is None or not current.outgoing:
+            return None
+        # Forward only; but a receipt that arrives after we gave up is the truth.
+        late = current.state is State.FAILED and state in (State.DELIVERED, State.READ)
+        if state <= current.state and not late:
             return None
         if peer is not None and current.peer != peer:
             return None
         where = self._where(mid) or b""
-        if current.kind != "text":  # a receipt we sent: handed over is done
+        if current.kind != "text" and state >= State.DELIVERED:
+            # A receipt we owed, delivered (or given up on): nothing to keep.
             self._write({}, [_outbox_key(current), MESSAGE + where, BY_ID + mid])
             return replace(current, state=state)
         done = state >= State.DELIVERED
@@ -204,7 +207,7 @@ class MessageStore:
     def expedite(self, peer: bytes, now: int) -> int:
         """Make the outbox's messages to ``peer`` due now (it just came online);
         not counted as attempts. Returns how many."""
-        later = [m for m in self.due(2**64 - 2, limit=10_000) if m.peer == peer and m.due > now]
+        later = [m for m in self.due(2**64 - 2, limit=10_000, peer=peer) if m.due > now]
         for message in later:
             where = self._where(message.id) or b""
             updated = replace(message, due=now)
@@ -242,16 +245,36 @@ class MessageStore:
         waiting = sum(1 for _ in self._db.iterator(prefix=OUTBOX, include_value=False))
         return unread, waiting
 
-    def due(self, now: int, limit: int = 100) -> list[Message]:
-        """Outgoing messages whose next attempt is due, oldest first."""
+    def due(self, now: int, limit: int = 100, peer: bytes | None = None) -> list[Message]:
+        """Outgoing messages (to ``peer``, if given) whose next attempt is due,
+        oldest first."""
         found = []
         stop = OUTBOX + _U64.pack(now + 1)
         for key in self._db.iterator(start=OUTBOX, stop=stop, include_value=False):
+            where = self._where(key[-16:])
+            if where is None or (peer is not None and where[:32] != peer):
+                continue
             message = self.get(key[-16:])
             if message is not None:
                 found.append(message)
             if len(found) >= limit:
                 break
+        return found
+
+    def due_peers(self, now: int, skip: set[bytes], limit: int) -> list[bytes]:
+        """Up to ``limit`` distinct recipients with messages due, not in ``skip``,
+        those due longest first: reads the id index only, no message."""
+        found: list[bytes] = []
+        stop = OUTBOX + _U64.pack(now + 1)
+        for key in self._db.iterator(start=OUTBOX, stop=stop, include_value=False):
+            where = self._where(key[-16:])
+            if where is None:
+                continue
+            peer = where[:32]
+            if peer not in skip and peer not in found:
+                found.append(peer)
+                if len(found) >= limit:
+                    break
         return found
 
     def thread(self, peer: bytes, limit: int = 100) -> list[Message]:

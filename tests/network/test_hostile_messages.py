@@ -5,9 +5,14 @@ sender; nobody but the recipient can take its mail."""
 from __future__ import annotations
 
 import msgpack
+import multiaddr
 import pytest
+import trio
 from conftest import Cluster, connect, eventually
+from libp2p import new_host
+from libp2p.crypto import secp256k1
 from libp2p.network.stream.exceptions import StreamEOF, StreamReset
+from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from p2pmarket.crypto.envelope import seal
 from p2pmarket.errors import NetworkError
@@ -131,3 +136,19 @@ async def test_only_the_recipient_can_take_its_mail(cluster: Cluster) -> None:
     b = await cluster.start_node(b_home)
     await connect(b, holder)
     await eventually(lambda: [m.body for m in b.thread(a.peer_id)] == [b"Rahasia"])
+
+
+async def test_a_peer_whose_key_is_not_ed25519_does_not_upset_the_node(cluster: Cluster) -> None:
+    a, b = await cluster.start(2)
+    host = new_host(
+        key_pair=secp256k1.create_new_key_pair(),
+        listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")],
+    )
+    async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+        await host.connect(info_from_p2p_addr(multiaddr.Multiaddr(a.status().addresses[0])))
+        await eventually(lambda: a.status().peers == 2)
+        await trio.sleep(0.5)  # the connection's handlers run
+
+        assert a.online
+        a.send_message(b.peer_id, "Masih di sini")
+        await eventually(lambda: a.thread(b.peer_id)[-1].state is State.DELIVERED)

@@ -3,15 +3,16 @@ from the peers closest to its id, and nobody on the way can read them."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import Cluster, connect, eventually
+from conftest import LOOPBACK, Cluster, connect, eventually
 
 from p2pmarket.crypto.envelope import seal
 from p2pmarket.events import MessageReceived, MessageStateChanged
 from p2pmarket.network import streams
-from p2pmarket.network.mailbox import MailboxRefused
+from p2pmarket.network.mailbox import MAILBOX_PROTOCOL, MailboxRefused
 from p2pmarket.node import Node
 from p2pmarket.store.messages import State
 
@@ -162,3 +163,18 @@ async def test_one_sender_flooding_a_mailbox_fills_only_its_own_share(cluster: C
     await eventually(lambda: len(b.thread(honest.peer_id)) == 1, timeout=20)
     assert b.thread(honest.peer_id)[0].body == b"Masih ada?"
     assert len(b.thread(flooder.peer_id)) == quotas.per_sender  # held, not pushed out
+
+
+async def test_a_node_that_holds_no_mail_does_not_offer_to(cluster: Cluster) -> None:
+    sender = await cluster.start_node()
+    stingy = await cluster.start_node(config=replace(LOOPBACK, hold_mail=False))
+    await connect(sender, stingy)
+    b_home = cluster.new_home()
+    with Node.open(b_home) as offline:
+        b_id = offline.peer_id
+
+    sender.send_message(b_id, "Halo")
+    await eventually(lambda: sender.thread(b_id)[-1].attempts >= 1, timeout=20)
+
+    assert sender.thread(b_id)[-1].state is State.QUEUED  # nobody took it
+    assert MAILBOX_PROTOCOL not in stingy._network.host.get_mux().handlers  # type: ignore[union-attr]

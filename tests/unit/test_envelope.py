@@ -17,7 +17,7 @@ from p2pmarket.crypto.envelope import (
     seal,
 )
 from p2pmarket.crypto.signing import Signer
-from p2pmarket.errors import InvalidEnvelope
+from p2pmarket.errors import EnvelopeOutOfTime, InvalidEnvelope
 
 SECRET = b"Bisa kurang? Saya ambil besok di Sleman."
 
@@ -110,12 +110,21 @@ def test_a_letter_signed_by_someone_else_than_its_sender_is_refused() -> None:
         open_envelope(forged, OTHER, NOW)
 
 
-@pytest.mark.parametrize("offset", [MAX_AGE + 11 * 60, -11 * 60])
-def test_a_letter_outside_the_time_window_is_refused(offset: int) -> None:
+@pytest.mark.parametrize(("offset", "future"), [(MAX_AGE + 11 * 60, False), (-11 * 60, True)])
+def test_a_letter_outside_the_time_window_is_refused_as_a_clock_matter(
+    offset: int, future: bool
+) -> None:
     envelope = sealed()
 
-    with pytest.raises(InvalidEnvelope, match="time"):
+    with pytest.raises(EnvelopeOutOfTime) as refused:
         open_envelope(envelope, OTHER, NOW + offset)
+    assert refused.value.future is future
+
+
+def test_a_recipient_that_is_not_a_curve_point_is_refused_on_the_outside() -> None:
+    envelope = msgpack.packb({"box": b"\x00" * 64, "to": b"\x02" + b"\x00" * 31, "v": 1})
+    with pytest.raises(InvalidEnvelope, match="not an ed25519 key"):
+        recipient_of(envelope)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from factories import NOW, OTHER, SELLER, THIRD
 
 from p2pmarket.errors import MailboxFull
 from p2pmarket.store import ListingStore
-from p2pmarket.store.mailbox import KEEP, Mailbox, Quotas, digest
+from p2pmarket.store.mailbox import KEEP, OVERHEAD, Mailbox, Quotas, digest
 
 BUDI, SITI, ANI = OTHER.public_key, THIRD.public_key, SELLER.public_key
 SMALL = Quotas(
@@ -79,10 +79,11 @@ def test_one_sender_fills_only_its_share_and_others_still_get_in(mailbox: Mailbo
 
 
 def test_byte_quotas_refuse_per_sender_per_recipient_and_in_total(mailbox: Mailbox) -> None:
+    # Each envelope counts its size plus OVERHEAD (its keys and depositor).
     mailbox.deposit(BUDI, SITI, envelope(1, 1_500), NOW)
     with pytest.raises(MailboxFull, match="your share of this recipient"):
         mailbox.deposit(BUDI, SITI, envelope(2, 600), NOW)
-    mailbox.deposit(ANI, SITI, envelope(3, 1_400), NOW)  # another recipient
+    mailbox.deposit(ANI, SITI, envelope(3, 1_200), NOW)  # another recipient: 2,956 of 3,000
     with pytest.raises(MailboxFull, match="your share of this holder"):
         mailbox.deposit(SELLER.public_key[:31] + b"\x00", SITI, envelope(4, 200), NOW)
 
@@ -106,14 +107,14 @@ def test_mail_older_than_the_keep_time_is_collected(mailbox: Mailbox) -> None:
     mailbox.deposit(BUDI, SITI, envelope(2), NOW + 100)
     assert mailbox.collect(NOW + KEEP + 1) == 1
     assert [e for _, e in mailbox.pending(BUDI, 10_000)[0]] == [envelope(2)]
-    assert mailbox.held() == (1, 100)
+    assert mailbox.held() == (1, 100 + OVERHEAD)
 
 
 def test_quota_totals_are_recounted_after_a_restart(store: ListingStore) -> None:
-    Mailbox(store.db, SMALL).deposit(BUDI, SITI, envelope(1, 2_000), NOW)
+    Mailbox(store.db, SMALL).deposit(BUDI, SITI, envelope(1, 1_800), NOW)
     Mailbox(store.db, SMALL).deposit(ANI, SITI, envelope(2, 900), NOW)
 
     reopened = Mailbox(store.db, SMALL)
     with pytest.raises(MailboxFull, match="your share of this holder"):
         reopened.deposit(SELLER.public_key[:31] + b"\x01", SITI, envelope(3, 200), NOW)
-    assert reopened.held() == (2, 2_900)
+    assert reopened.held() == (2, 2_700 + 2 * OVERHEAD)

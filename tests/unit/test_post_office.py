@@ -7,10 +7,11 @@ import msgpack
 import pytest
 from factories import FakeClock
 
-from p2pmarket.crypto.envelope import MAX_AGE, open_envelope, seal
+from p2pmarket.crypto.envelope import CLOCK_SKEW, MAX_AGE, open_envelope, seal
 from p2pmarket.errors import InvalidEnvelope
 from p2pmarket.events import Event, MessageReceived, MessageStateChanged
 from p2pmarket.node import Node
+from p2pmarket.postoffice import MAX_TEXT
 from p2pmarket.store.messages import State
 
 
@@ -121,3 +122,53 @@ def test_status_counts_unread_messages_the_outbox_and_held_mail(
     assert (status.unread, status.outbox, status.held_mail) == (1, 1, 0)
     node.mark_read(other_node.peer_id)
     assert (node.status().unread, node.status().outbox) == (0, 2)  # + the read receipt
+
+
+def test_a_peer_cannot_take_the_id_of_our_message_to_it(node: Node, other_node: Node) -> None:
+    sent = node.send_message(other_node.peer_id, "Halo")
+    # The peer reads our letter's id and sends us a text under the same id.
+    hijack = seal(
+        other_node._signer_or_unlock(),
+        node.public_key,
+        "text",
+        b"gotcha",
+        other_node.now(),
+        letter_id=sent.id,
+    )[1]
+    node._post.receive(hijack, other_node.peer_id)
+
+    node._post.receive(receipt(other_node, node, (sent.id, State.DELIVERED)), other_node.peer_id)
+
+    mine = [m for m in node.thread(other_node.peer_id) if m.outgoing]
+    assert [(m.id, m.state) for m in mine] == [(sent.id, State.DELIVERED)]
+    assert node._post.messages.due(node.now() + 10**6) == []
+
+
+def test_a_receipt_after_giving_up_says_what_really_happened(node: Node, other_node: Node) -> None:
+    sent = node.send_message(other_node.peer_id, "Halo")
+    node._post.messages.advance(sent.id, State.FAILED)
+
+    node._post.receive(receipt(other_node, node, (sent.id, State.DELIVERED)), other_node.peer_id)
+
+    assert node.thread(other_node.peer_id)[-1].state is State.DELIVERED
+
+
+def test_mail_dated_ahead_of_our_clock_stays_with_the_holder(
+    node: Node, other_node: Node, clock: FakeClock
+) -> None:
+    clock.advance(3600)  # the sender's clock (shared here) runs an hour ahead…
+    early = letter(other_node, node, "text", b"Dari masa depan")
+    too_old = letter(other_node, node, "text", b"Lama sekali")
+    clock.advance(-3600)  # …of ours when we collect
+
+    assert node._post.receive_mail(early, "holder") is False  # not acknowledged: kept there
+    clock.advance(MAX_AGE + 3600 + CLOCK_SKEW + 1)
+    assert node._post.receive_mail(too_old, "holder") is True  # never acceptable: dropped
+    assert node.conversations() == []
+
+
+def test_a_text_letter_must_be_short_utf8(node: Node, other_node: Node) -> None:
+    for body in (b"\xff\xfe", b"x" * (MAX_TEXT + 1)):
+        with pytest.raises(InvalidEnvelope):
+            node._post.receive(letter(other_node, node, "text", body), other_node.peer_id)
+    assert node.conversations() == []
