@@ -839,6 +839,14 @@ def msg_thread(
         typer.echo(message_line(message))
 
 
+@msg_app.command("check")
+def msg_check() -> None:
+    """Ask your mailbox holders for mail now (the daemon also does every 5 minutes)."""
+    with _daemon() as client:
+        arrived = client.check_mail()
+    typer.echo(f"{arrived} envelopes collected" if arrived else "No new mail.")
+
+
 @msg_app.command("inbox")
 def msg_inbox(as_json: JsonOpt = False) -> None:
     """Conversations, the latest first, with unread counts."""

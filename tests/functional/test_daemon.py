@@ -257,6 +257,8 @@ def test_blocking_a_seller_hides_its_listings_and_drops_its_messages(daemons: Da
     assert cli_json(b.home, "msg", "inbox", "--json") == []
     assert cli(b.home, "unblock", a.peer_id).returncode == 0
     assert len(search_ids(b.home, "kamera")) == 1
+    checked = cli(b.home, "msg", "check")
+    assert checked.returncode == 0 and "No new mail." in checked.stdout
 
 
 def test_sync_without_peers_or_with_an_unknown_peer_fails_in_one_line(lone: Daemon) -> None:
@@ -299,7 +301,7 @@ def test_the_control_socket_is_only_for_its_user(lone: Daemon) -> None:
 
 @pytest.mark.parametrize(
     "command",
-    ["peers", "connect", "stop", "listing fetch", "seller", "watch"],
+    ["peers", "connect", "stop", "listing fetch", "seller", "watch", "msg check"],
 )
 def test_a_command_that_needs_the_network_fails_in_one_line_without_a_daemon(
     idle_home: Path, command: str
@@ -308,6 +310,7 @@ def test_a_command_that_needs_the_network_fails_in_one_line_without_a_daemon(
         "connect": ["connect", f"/ip4/127.0.0.1/tcp/{closed_port()}/p2p/{SOME_PEER_ID}"],
         "listing fetch": ["listing", "fetch", format_id(bytes(range(16)))],
         "seller": ["seller", SOME_PEER_ID],
+        "msg check": ["msg", "check"],
     }.get(command, [command])
 
     result = cli(idle_home, *args)
@@ -316,6 +319,12 @@ def test_a_command_that_needs_the_network_fails_in_one_line_without_a_daemon(
     line = one_error_line(result)
     assert NOT_RUNNING in line
     assert "`p2pmarket daemon`" in line
+
+
+def test_chat_outside_a_terminal_says_so_in_one_line(idle_home: Path) -> None:
+    result = cli(idle_home, "chat", SOME_PEER_ID)
+    assert result.returncode == 1
+    assert "chat needs a terminal" in one_error_line(result)
 
 
 def test_a_second_daemon_on_the_same_home_is_refused_and_the_first_keeps_running(
