@@ -725,7 +725,8 @@ class Node:
         from p2pmarket.store.mailbox import Mailbox
         from p2pmarket.store.messages import MessageStore
 
-        unread, outbox = MessageStore(self.store.db).counts()
+        messages = self._post_office.messages if self._post_office else MessageStore(self.store.db)
+        unread, outbox = messages.counts()
         offline = NodeStatus(
             self.peer_id,
             False,
@@ -733,7 +734,7 @@ class Node:
             sync=self.sync_status(),
             unread=unread,
             outbox=outbox,
-            held_mail=Mailbox(self.store.db).held()[0],
+            held_mail=(self._held_mail or Mailbox(self.store.db)).held()[0],
         )
         network = self._network
         if network is None or not network.running:

@@ -75,15 +75,17 @@ class Mailbox:
         self.quotas = quotas or Quotas()
         self._by_depositor: Counter[bytes] | None = None
         self._total = 0
+        self._count = 0
 
     def _totals(self) -> Counter[bytes]:
         if self._by_depositor is None:
             counts: Counter[bytes] = Counter()
-            total = 0
+            total = number = 0
             for _, value in self._db.iterator(prefix=HELD):
                 counts[value[:_KEY]] += _cost(value)
                 total += _cost(value)
-            self._by_depositor, self._total = counts, total
+                number += 1
+            self._by_depositor, self._total, self._count = counts, total, number
         return self._by_depositor
 
     def _write(self, puts: dict[bytes, bytes], deletes: list[bytes]) -> None:
@@ -122,6 +124,7 @@ class Mailbox:
         self._write({HELD + where: depositor + envelope, HELD_BY_DIGEST + mark: where}, [])
         totals[depositor] += size
         self._total += size
+        self._count += 1
         return "stored"
 
     def pending(self, recipient: bytes, max_bytes: int) -> tuple[list[tuple[bytes, bytes]], bool]:
@@ -174,9 +177,10 @@ class Mailbox:
         for depositor, size in freed:
             self._by_depositor[depositor] -= size
             self._total -= size
+            self._count -= 1
 
     def held(self) -> tuple[int, int]:
-        """Envelopes held, and what they count against the quotas, for status."""
+        """Envelopes held, and what they count against the quotas, for status
+        (counted once, then kept up to date)."""
         self._totals()
-        count = sum(1 for _ in self._db.iterator(prefix=HELD, include_value=False))
-        return count, self._total
+        return self._count, self._total

@@ -120,6 +120,8 @@ class MessageStore:
     def __init__(self, db: plyvel.DB) -> None:
         self._db = db
         self._last_order = 0
+        self._writes = 0  # this handle's writes: counts() is cached between them
+        self._counts: tuple[int, tuple[int, int]] | None = None
 
     def _next_where(self, message: Message) -> bytes:
         self._last_order = max(time.time_ns() // 1000, self._last_order + 1)
@@ -130,6 +132,7 @@ class MessageStore:
         return where
 
     def _write(self, puts: dict[bytes, bytes], deletes: list[bytes] | None = None) -> None:
+        self._writes += 1
         try:
             with self._db.write_batch(transaction=True, sync=True) as wb:
                 for key in deletes or ():
@@ -240,10 +243,13 @@ class MessageStore:
     # -- reads -------------------------------------------------------------
 
     def counts(self) -> tuple[int, int]:
-        """(unread incoming messages, outbox entries), for status."""
-        unread = sum(t.unread for t in self.threads())
-        waiting = sum(1 for _ in self._db.iterator(prefix=OUTBOX, include_value=False))
-        return unread, waiting
+        """(unread incoming messages, outbox entries), for status: counted again
+        only after this handle wrote (status is polled, by `browse` every second)."""
+        if self._counts is None or self._counts[0] != self._writes:
+            unread = sum(t.unread for t in self.threads())
+            waiting = sum(1 for _ in self._db.iterator(prefix=OUTBOX, include_value=False))
+            self._counts = (self._writes, (unread, waiting))
+        return self._counts[1]
 
     def due(self, now: int, limit: int = 100, peer: bytes | None = None) -> list[Message]:
         """Outgoing messages (to ``peer``, if given) whose next attempt is due,
