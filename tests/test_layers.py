@@ -26,7 +26,7 @@ ENGINES = {
     "rich": ("cli.py", "tui/"),
     "textual": ("tui/",),
 }
-PURE = ("records.py", "text.py", "money.py", "errors.py", "crypto/")
+PURE = ("records.py", "text.py", "money.py", "errors.py", "trade.py", "crypto/")
 UPPER = ("p2pmarket.node", "p2pmarket.cli", "p2pmarket.store", "p2pmarket.network", "p2pmarket.rpc")
 
 
