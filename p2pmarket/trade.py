@@ -21,6 +21,14 @@ buyer), ``shipped`` (the seller), each at most once, then ``complete`` (the
 buyer) or ``cancel`` (either). Concurrent moves there are ordered complete,
 cancel, shipped, paid: the losing mark is simply made again on top.
 
+**The contract.** Whoever puts terms on the table (offer, counter) signs the
+contract those terms would make, and the ``accept`` carries the other party's
+signature over the same contract: on acceptance the contract is signed by both,
+with no extra round trip. It names the trade, both keys, the terms (with the
+hash of the listing as it was) and when the terms were proposed; see
+:func:`contract_message`. A terms move or an accept whose signature does not
+verify is ignored like any other invalid move.
+
 Anything else is ignored: a move by someone who is not a party, by the wrong
 party, after a final state, or that answers a move that lost.
 """
@@ -36,7 +44,10 @@ from typing import Final, Literal
 
 import msgpack
 
+from p2pmarket.crypto.signing import Signer, verify
+
 TERMS_TTL: Final = 7 * 86400  # terms nobody answered expire after this many seconds
+_CONTRACT_DOMAIN: Final = b"p2pmarket/contract/v1\x00"
 
 Kind = Literal["offer", "counter", "accept", "decline", "cancel", "paid", "shipped", "complete"]
 TERMS_KINDS: Final = frozenset({"offer", "counter"})
@@ -66,13 +77,36 @@ class Terms:
     currency: str
     quantity: int = 1
     note: str = ""
+    listing_hash: bytes = b""  # BLAKE2b of the listing record the terms refer to
+
+    def fields(self) -> list[object]:
+        return [
+            self.listing_id,
+            self.listing_seq,
+            self.price,
+            self.currency,
+            self.quantity,
+            self.note,
+            self.listing_hash,
+        ]
+
+
+def contract_message(
+    trade: bytes, buyer: bytes, seller: bytes, terms: Terms, proposed: int
+) -> bytes:
+    """What both parties sign: domain-separated canonical msgpack of the trade,
+    both keys, the terms and when they were proposed."""
+    data: bytes = msgpack.packb([trade, buyer, seller, terms.fields(), proposed], use_bin_type=True)
+    return _CONTRACT_DOMAIN + data
 
 
 @dataclass(frozen=True, slots=True)
 class Move:
-    """One step of a trade, as its author signed it (the signature is checked
-    before a move gets here). ``seller`` is set on the offer only."""
+    """One step of a trade. The move travels as a signed letter, checked before
+    it gets here; ``signature`` is the contract signature that terms moves and
+    accepts carry. ``seller`` is set on the offer only."""
 
+    trade: bytes  # the trade's random id, chosen by the buyer in its offer
     author: bytes
     kind: Kind
     parent: bytes  # the id of the move it answers; b"" for the offer
@@ -80,19 +114,45 @@ class Move:
     time: int
     terms: Terms | None = None  # offer and counter
     seller: bytes = b""  # offer
+    signature: bytes = b""  # offer, counter, accept
 
     @property
     def id(self) -> bytes:
         """The move's content hash: what other moves name as their parent."""
-        terms = None
-        if self.terms is not None:
-            t = self.terms
-            terms = [t.listing_id, t.listing_seq, t.price, t.currency, t.quantity, t.note]
-        data = msgpack.packb(
-            [self.author, self.kind, self.parent, self.seq, self.time, terms, self.seller],
-            use_bin_type=True,
-        )
+        terms = None if self.terms is None else self.terms.fields()
+        fields = [self.trade, self.author, self.kind, self.parent, self.seq, self.time]
+        data = msgpack.packb([*fields, terms, self.seller, self.signature], use_bin_type=True)
         return hashlib.blake2b(data, digest_size=16).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Contract:
+    """The agreed terms, signed by both parties: what either can show others."""
+
+    trade: bytes
+    buyer: bytes
+    seller: bytes
+    terms: Terms
+    proposed: int  # when the agreed terms were put on the table
+    proposer: bytes
+    proposer_signature: bytes
+    acceptor_signature: bytes
+
+    @property
+    def acceptor(self) -> bytes:
+        return self.seller if self.proposer == self.buyer else self.buyer
+
+    def message(self) -> bytes:
+        return contract_message(self.trade, self.buyer, self.seller, self.terms, self.proposed)
+
+    def verify(self) -> bool:
+        """Both parties signed these terms (and they are two different keys)."""
+        return (
+            self.buyer != self.seller
+            and self.proposer in (self.buyer, self.seller)
+            and verify(self.proposer, self.message(), self.proposer_signature)
+            and verify(self.acceptor, self.message(), self.acceptor_signature)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,91 +160,108 @@ class TradeView:
     """Where a trade stands, as :func:`resolve` finds it."""
 
     state: TradeState
+    trade: bytes
     buyer: bytes
     seller: bytes
     terms: Terms  # on the table, or agreed
+    proposed: int  # when those terms were put on the table
+    proposer: bytes  # who put them there
     head: bytes  # the id of the last move that counts: what a new move answers
-    proposer: bytes  # who put the current terms on the table
     paid: bool = False
     shipped: bool = False
     path: tuple[bytes, ...] = field(default=())  # ids of the moves that count, in order
+    contract: Contract | None = None  # once agreed
 
 
-def resolve(moves: Iterable[Move], offer_id: bytes, now: int) -> TradeView | None:
-    """The state of the trade whose offer has id ``offer_id``, from any set of its
-    moves; None if the offer is not among them (or is not an offer)."""
-    by_id = {m.id: m for m in moves}
-    offer = by_id.get(offer_id)
-    if offer is None or not _is_offer(offer):
+def resolve(moves: Iterable[Move], trade: bytes, now: int) -> TradeView | None:
+    """The state of trade ``trade`` from any set of moves (other trades' are
+    ignored); None while its offer is not among them."""
+    by_id = {m.id: m for m in moves if m.trade == trade}
+    offers = [m for m in by_id.values() if _is_offer(m)]
+    if not offers:
         return None
+    offer = min(offers, key=lambda m: m.id)  # a buyer that made two: one, the same everywhere
     buyer, seller = offer.author, offer.seller
     children: dict[bytes, list[Move]] = defaultdict(list)
     for move in by_id.values():
         if move.author in (buyer, seller) and move.kind != "offer":
             children[move.parent].append(move)
-    assert offer.terms is not None
 
-    node, terms, proposer = offer, offer.terms, buyer
+    def signed(move: Move, terms: Terms, proposed: int) -> bool:
+        message = contract_message(trade, buyer, seller, terms, proposed)
+        return verify(move.author, message, move.signature)
+
+    def view(state: TradeState, **more: object) -> TradeView:
+        return TradeView(
+            state,
+            trade,
+            buyer,
+            seller,
+            terms,
+            proposed,
+            proposer,
+            node.id,
+            path=tuple(path),
+            **more,  # type: ignore[arg-type]
+        )
+
+    assert offer.terms is not None
+    node, terms, proposed, proposer = offer, offer.terms, offer.time, buyer
     path = [offer.id]
     # Negotiation: walk the winning answers to the terms on the table.
     while True:
-        answers = [m for m in children[node.id] if _answers_terms(m, proposer)]
-        answers = [m for m in answers if m.time <= node.time + TERMS_TTL]
+        answers = [
+            m
+            for m in children[node.id]
+            if _answers_terms(m, proposer)
+            and m.time <= node.time + TERMS_TTL
+            and (m.kind != "counter" or signed(m, m.terms, m.time))  # type: ignore[arg-type]
+            and (m.kind != "accept" or signed(m, terms, proposed))
+        ]
         if not answers:
-            state = TradeState.EXPIRED if now > node.time + TERMS_TTL else TradeState.NEGOTIATING
-            return TradeView(state, buyer, seller, terms, node.id, proposer, path=tuple(path))
+            expired = now > node.time + TERMS_TTL
+            return view(TradeState.EXPIRED if expired else TradeState.NEGOTIATING)
         node = min(answers, key=lambda m: (m.author == proposer, m.seq, m.id))
         path.append(node.id)
         if node.kind == "counter":
             assert node.terms is not None
-            terms, proposer = node.terms, node.author
+            terms, proposed, proposer = node.terms, node.time, node.author
             continue
         if node.kind == "decline":
-            return TradeView(
-                TradeState.DECLINED, buyer, seller, terms, node.id, proposer, path=tuple(path)
-            )
+            return view(TradeState.DECLINED)
         if node.kind == "cancel":
-            return TradeView(
-                TradeState.CANCELLED, buyer, seller, terms, node.id, proposer, path=tuple(path)
-            )
+            return view(TradeState.CANCELLED)
         break  # accepted
 
+    terms_move = by_id[path[-2]]
+    contract = Contract(
+        trade, buyer, seller, terms, proposed, proposer, terms_move.signature, node.signature
+    )
     # Agreed: a chain of marks, then complete or cancel.
     paid = shipped = False
     while True:
         steps = [m for m in children[node.id] if _mark_allowed(m, buyer, seller, paid, shipped)]
         if not steps:
-            return TradeView(
-                TradeState.AGREED,
-                buyer,
-                seller,
-                terms,
-                node.id,
-                proposer,
-                paid,
-                shipped,
-                tuple(path),
-            )
+            return view(TradeState.AGREED, paid=paid, shipped=shipped, contract=contract)
         node = min(steps, key=lambda m: (_AGREED_ORDER[m.kind], m.id))
         path.append(node.id)
-        if node.kind == "complete":
-            state = TradeState.COMPLETED
-        elif node.kind == "cancel":
-            state = TradeState.CANCELLED
-        else:
-            paid, shipped = paid or node.kind == "paid", shipped or node.kind == "shipped"
-            continue
-        return TradeView(state, buyer, seller, terms, node.id, proposer, paid, shipped, tuple(path))
+        if node.kind in ("complete", "cancel"):
+            final = TradeState.COMPLETED if node.kind == "complete" else TradeState.CANCELLED
+            return view(final, paid=paid, shipped=shipped, contract=contract)
+        paid, shipped = paid or node.kind == "paid", shipped or node.kind == "shipped"
 
 
 def _is_offer(move: Move) -> bool:
-    return (
+    if not (
         move.kind == "offer"
         and move.parent == b""
         and move.terms is not None
         and len(move.seller) == 32
         and move.seller != move.author
-    )
+    ):
+        return False
+    message = contract_message(move.trade, move.author, move.seller, move.terms, move.time)
+    return verify(move.author, message, move.signature)
 
 
 def _answers_terms(move: Move, proposer: bytes) -> bool:
@@ -193,7 +270,7 @@ def _answers_terms(move: Move, proposer: bytes) -> bool:
         return move.terms is not None
     if move.kind in ("accept", "decline"):
         return move.author != proposer and move.terms is None
-    return move.kind == "cancel"
+    return move.kind == "cancel" and move.terms is None
 
 
 def _mark_allowed(move: Move, buyer: bytes, seller: bytes, paid: bool, shipped: bool) -> bool:
@@ -223,3 +300,29 @@ def allowed(view: TradeView, author: bytes) -> frozenset[str]:
     else:
         kinds |= set() if view.shipped else {"shipped"}
     return frozenset(kinds)
+
+
+# -- making moves (the signing side) --------------------------------------------
+
+
+def make_offer(signer: Signer, seller: bytes, terms: Terms, now: int, trade: bytes) -> Move:
+    """The buyer's opening move for a new trade ``trade`` (16 random bytes)."""
+    signature = signer.sign(contract_message(trade, signer.public_key, seller, terms, now))
+    return Move(trade, signer.public_key, "offer", b"", 1, now, terms, seller, signature)
+
+
+def make_move(
+    signer: Signer, view: TradeView, kind: Kind, seq: int, now: int, terms: Terms | None = None
+) -> Move:
+    """A move answering ``view.head``. Counters and accepts carry the contract
+    signature; ``seq`` is one more than the signer's last move in this trade."""
+    signature = b""
+    if kind == "counter":
+        if terms is None:
+            raise ValueError("a counter needs terms")
+        message = contract_message(view.trade, view.buyer, view.seller, terms, now)
+        signature = signer.sign(message)
+    elif kind == "accept":
+        message = contract_message(view.trade, view.buyer, view.seller, view.terms, view.proposed)
+        signature = signer.sign(message)
+    return Move(view.trade, signer.public_key, kind, view.head, seq, now, terms, b"", signature)
