@@ -326,3 +326,64 @@ def make_move(
         message = contract_message(view.trade, view.buyer, view.seller, view.terms, view.proposed)
         signature = signer.sign(message)
     return Move(view.trade, signer.public_key, kind, view.head, seq, now, terms, b"", signature)
+
+
+# -- the wire form of a move (the body of a ``trade`` letter) ---------------------
+
+MAX_NOTE: Final = 500  # characters
+MAX_QUANTITY: Final = 1_000_000
+_KINDS: Final = frozenset(_AGREED_ORDER) | {"offer", "counter", "accept", "decline"}
+
+
+def pack_move(move: Move) -> bytes:
+    terms = None if move.terms is None else move.terms.fields()
+    fields = [move.trade, move.author, move.kind, move.parent, move.seq, move.time]
+    data: bytes = msgpack.packb([1, *fields, terms, move.seller, move.signature], use_bin_type=True)
+    return data
+
+
+def unpack_move(data: bytes) -> Move:
+    """A move from a letter's body; ValueError, saying why, for anything malformed."""
+    try:
+        doc = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError):
+        raise ValueError("a trade move is not msgpack") from None
+    if not isinstance(doc, list) or len(doc) != 10 or doc[0] != 1:
+        raise ValueError("a trade move is [1, trade, author, kind, parent, seq, time, terms, …]")
+    _, trade, author, kind, parent, seq, time, terms, seller, signature = doc
+    _check(isinstance(trade, bytes) and len(trade) == 16, "its trade id is not 16 bytes")
+    _check(isinstance(author, bytes) and len(author) == 32, "its author is not a 32-byte key")
+    _check(kind in _KINDS, f"unknown kind {kind!r:.40}")
+    _check(isinstance(parent, bytes) and len(parent) in (0, 16), "its parent is not a move id")
+    _check(type(seq) is int and 1 <= seq < 2**31, "its seq is not a positive integer")
+    _check(type(time) is int and 0 <= time < 2**40, "its time is not a Unix time")
+    _check(isinstance(seller, bytes) and len(seller) in (0, 32), "its seller is not a key")
+    _check(isinstance(signature, bytes) and len(signature) in (0, 64), "its signature is bad")
+    return Move(trade, author, kind, parent, seq, time, _terms(terms), seller, signature)
+
+
+def _terms(doc: object) -> Terms | None:
+    if doc is None:
+        return None
+    _check(isinstance(doc, list) and len(doc) == 7, "its terms are not 7 fields")
+    assert isinstance(doc, list)
+    listing_id, listing_seq, price, currency, quantity, note, listing_hash = doc
+    _check(isinstance(listing_id, bytes) and len(listing_id) == 16, "a listing id is 16 bytes")
+    _check(type(listing_seq) is int and 0 <= listing_seq < 2**63, "a listing seq is an integer")
+    _check(type(price) is int and 0 <= price <= 10**15, "a price is 0 to 10^15 minor units")
+    _check(
+        isinstance(currency, str)
+        and len(currency) == 3
+        and currency.isascii()
+        and currency.isupper(),
+        "a currency is a 3-letter code",
+    )
+    _check(type(quantity) is int and 1 <= quantity <= MAX_QUANTITY, "a quantity is 1 to 10^6")
+    _check(isinstance(note, str) and len(note) <= MAX_NOTE, f"a note is text of ≤ {MAX_NOTE}")
+    _check(isinstance(listing_hash, bytes) and len(listing_hash) in (0, 32), "a bad listing hash")
+    return Terms(listing_id, listing_seq, price, currency, quantity, note, listing_hash)
+
+
+def _check(ok: bool, why: str) -> None:
+    if not ok:
+        raise ValueError(f"a malformed trade move: {why}")

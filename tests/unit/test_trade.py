@@ -7,6 +7,8 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+import msgpack
+import pytest
 from factories import NOW, OTHER, SELLER, THIRD
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,7 +23,9 @@ from p2pmarket.trade import (
     allowed,
     make_move,
     make_offer,
+    pack_move,
     resolve,
+    unpack_move,
 )
 
 BUYER, SELLS, STRANGER = OTHER, SELLER, THIRD
@@ -198,3 +202,27 @@ def test_every_agreed_trade_has_a_contract_both_parties_signed(sent) -> None:  #
     if view.state in (TradeState.AGREED, TradeState.COMPLETED) or view.contract is not None:
         assert view.contract is not None and view.contract.verify()
         assert view.contract.terms == view.terms
+
+
+@settings(max_examples=100, deadline=None)
+@given(histories())
+def test_every_move_survives_its_wire_form(sent) -> None:  # type: ignore[no-untyped-def]
+    for move in sent:
+        assert unpack_move(pack_move(move)) == move
+
+
+def test_a_malformed_move_is_refused_saying_why() -> None:
+    good = msgpack.unpackb(pack_move(offer()))
+    for spoil in (
+        lambda d: d[:5],
+        lambda d: [2, *d[1:]],
+        lambda d: [*d[:1], b"short", *d[2:]],
+        lambda d: [*d[:3], "steal", *d[4:]],
+        lambda d: [*d[:5], -1, *d[6:]],
+        lambda d: [*d[:7], [*d[7][:3], "idr", *d[7][4:]], *d[8:]],
+        lambda d: [*d[:7], [*d[7][:5], "x" * 501, d[7][6]], *d[8:]],
+    ):
+        with pytest.raises(ValueError, match="trade move"):
+            unpack_move(msgpack.packb(spoil(good)))
+    with pytest.raises(ValueError, match="not msgpack"):
+        unpack_move(b"\xc1")
