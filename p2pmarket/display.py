@@ -22,12 +22,14 @@ from p2pmarket.events import (
     ProfileUpdated,
     SyncProgress,
     SyncStatus,
+    TradeUpdated,
 )
 from p2pmarket.money import format_price
 from p2pmarket.records import Listing, Profile, Tombstone, format_id
 
 if TYPE_CHECKING:
     from p2pmarket.store.messages import Message
+    from p2pmarket.trade import TradeView
 
 
 def iso_time(ts: int) -> str:
@@ -137,6 +139,8 @@ def event_json(event: Event) -> dict[str, Any]:
         body = {"message": message_json(event.message), "via": event.via}
     elif isinstance(event, MessageStateChanged):
         body = {"message": message_json(event.message)}
+    elif isinstance(event, TradeUpdated):
+        body = {"trade": trade_json(event.view)}
     else:
         body = {"peer_id": event.peer_id}
     return {"event": _EVENT_NAMES[type(event)], "time": iso_time(int(time.time())), **body}
@@ -155,6 +159,8 @@ def event_line(event: Event) -> str:
     if isinstance(event, MessageReceived | MessageStateChanged):
         peer = peer_id_from_public_key(event.message.peer)
         return f"{name:18} {peer} {message_line(event.message)}"
+    if isinstance(event, TradeUpdated):
+        return f"{name:18} {trade_line(event.view)}"
     return f"{name:18} {event.peer_id}"
 
 
@@ -167,6 +173,7 @@ _EVENT_NAMES: dict[type, str] = {
     PeerDisconnected: "peer-disconnected",
     MessageReceived: "message-received",
     MessageStateChanged: "message-state",
+    TradeUpdated: "trade-updated",
 }
 
 
@@ -238,3 +245,34 @@ def message_line(message: Message) -> str:
     arrow = "→" if message.outgoing else "←"
     state = f" [{message.state.name.lower()}]" if message.outgoing else ""
     return f"{iso_time(message.sent)} {arrow} {message.text}{state}"
+
+
+def trade_json(view: TradeView) -> dict[str, Any]:
+    terms = view.terms
+    return {
+        "trade": view.trade.hex(),
+        "state": view.state.value,
+        "buyer": peer_id_from_public_key(view.buyer),
+        "seller": peer_id_from_public_key(view.seller),
+        "listing": format_id(terms.listing_id),
+        "price": {
+            "amount": terms.price,
+            "currency": terms.currency,
+            "text": format_price(terms.price, terms.currency),
+        },
+        "quantity": terms.quantity,
+        "note": terms.note,
+        "proposed_by": peer_id_from_public_key(view.proposer),
+        "paid": view.paid,
+        "shipped": view.shipped,
+        "contract": view.contract is not None,
+    }
+
+
+def trade_line(view: TradeView) -> str:
+    terms = view.terms
+    marks = "".join((" paid" if view.paid else "", " shipped" if view.shipped else ""))
+    return (
+        f"{view.trade.hex()}  {view.state.value:11} {format_price(terms.price, terms.currency)}"
+        f" x{terms.quantity}{marks}"
+    )

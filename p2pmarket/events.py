@@ -12,6 +12,7 @@ from typing import Literal, TypeAlias
 
 from p2pmarket.records import Listing, Profile, Tombstone
 from p2pmarket.store.messages import Message
+from p2pmarket.trade import TradeView
 
 Source: TypeAlias = Literal["local", "gossip", "dht", "import", "sync"]
 
@@ -72,6 +73,13 @@ class MessageStateChanged:
     message: Message
 
 
+@dataclass(frozen=True, slots=True)
+class TradeUpdated:
+    """A trade moved: our own step, or the other party's arriving."""
+
+    view: TradeView
+
+
 Event: TypeAlias = (
     ListingAdded
     | ListingUpdated
@@ -81,6 +89,7 @@ Event: TypeAlias = (
     | PeerDisconnected
     | MessageReceived
     | MessageStateChanged
+    | TradeUpdated
 )
 
 

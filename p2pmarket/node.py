@@ -71,6 +71,8 @@ if TYPE_CHECKING:
     from p2pmarket.store.blocklist import BlockList
     from p2pmarket.store.mailbox import Mailbox
     from p2pmarket.store.messages import Message, Thread
+    from p2pmarket.trade import TradeView
+    from p2pmarket.trading import TradeDesk
 
 Passphrase = str | Callable[[], str] | None
 # Deep pages are read through from the start; past this, narrow the search instead.
@@ -150,6 +152,7 @@ class Node:
         self._post_office: PostOffice | None = None
         self._held_mail: Mailbox | None = None  # mail kept for others, while online
         self._blocks: BlockList | None = None
+        self._trade_desk: TradeDesk | None = None
         self.dropped_events = 0
 
     @classmethod
@@ -822,6 +825,7 @@ class Node:
                 now=self.now,
                 emit=self._emit,
                 read_receipts=self.config.read_receipts,
+                on_trade=lambda move: self._desk.take(move),
             )
         return self._post_office
 
@@ -882,6 +886,62 @@ class Node:
     def blocked(self) -> list[str]:
         """The blocked peers' ids, most recently blocked first."""
         return [peer_id_from_public_key(key) for key, _ in self._block_list.entries()]
+
+    # -- trades -------------------------------------------------------------------
+
+    @property
+    def _desk(self) -> TradeDesk:
+        if self._trade_desk is None:
+            from p2pmarket.store.trades import TradeStore
+            from p2pmarket.trading import TradeDesk
+
+            self._trade_desk = TradeDesk(
+                TradeStore(self.store.db),
+                self._post,
+                signer=self._signer_or_unlock,
+                own_key=self.public_key,
+                now=self.now,
+                emit=self._emit,
+            )
+        return self._trade_desk
+
+    def offer(
+        self,
+        listing_id: bytes | str,
+        *,
+        price: int | None = None,
+        quantity: int = 1,
+        note: str = "",
+    ) -> TradeView:
+        """Open a trade: an offer on a cached listing to its seller, at the listed
+        price unless ``price`` (minor units) says otherwise. It travels like a
+        message: delivered while the node runs, or left with mailboxes."""
+        listing = self.get_listing(listing_id)
+        return self._desk.offer(
+            listing, listing.price if price is None else price, quantity, note.strip()
+        )
+
+    def trade_step(
+        self,
+        trade_id: bytes | str,
+        kind: str,
+        *,
+        price: int | None = None,
+        quantity: int | None = None,
+        note: str | None = None,
+    ) -> TradeView:
+        """Take a step in a trade: ``counter`` (with new price, quantity or note),
+        ``accept``, ``decline``, ``cancel``, ``paid``, ``shipped``, ``complete``."""
+        if kind not in ("counter", "accept", "decline", "cancel", "paid", "shipped", "complete"):
+            raise InvalidInput(f"unknown trade step {kind!r}")
+        return self._desk.act(_trade_id(trade_id), kind, price=price, quantity=quantity, note=note)  # type: ignore[arg-type]
+
+    def trades(self) -> list[TradeView]:
+        """Every trade of ours, the most recently moved first."""
+        return self._desk.views()
+
+    def get_trade(self, trade_id: bytes | str) -> TradeView:
+        return self._desk.view(_trade_id(trade_id))
 
     def profile(self, owner: bytes | None = None) -> Profile | None:
         return self.store.get_profile(owner or self.public_key)
@@ -955,6 +1015,17 @@ def _event(record: Listing | Tombstone | Profile, outcome: Outcome, source: Sour
     if outcome is Outcome.ADDED:
         return ListingAdded(record, source)
     return ListingUpdated(record, source)
+
+
+def _trade_id(trade: bytes | str) -> bytes:
+    if isinstance(trade, str):
+        try:
+            trade = bytes.fromhex(trade.strip())
+        except ValueError:
+            trade = b""
+    if len(trade) != 16:
+        raise InvalidInput("a trade id is 32 hex digits")
+    return trade
 
 
 def _peer_key(peer: bytes | str) -> bytes:

@@ -32,6 +32,7 @@ from p2pmarket.errors import EnvelopeOutOfTime, InvalidEnvelope, InvalidInput, P
 from p2pmarket.events import Event, MessageReceived, MessageStateChanged
 from p2pmarket.store.blocklist import BlockList
 from p2pmarket.store.messages import Message, MessageStore, State
+from p2pmarket.trade import Move, pack_move, unpack_move
 
 if TYPE_CHECKING:
     from p2pmarket.network.service import Network
@@ -79,6 +80,7 @@ class PostOffice:
         now: Callable[[], int],
         emit: Callable[[Event], None],
         read_receipts: bool = True,
+        on_trade: Callable[[Move], bool] = lambda move: False,
     ) -> None:
         self.messages = messages
         self.blocked = blocked
@@ -86,6 +88,7 @@ class PostOffice:
         self._now = now
         self._emit = emit
         self._read_receipts = read_receipts
+        self._on_trade = on_trade
         self.network: Network | None = None
         self._wake: trio.Event | None = None
         self._busy: set[bytes] = set()  # peers a delivery task is working on
@@ -100,6 +103,10 @@ class PostOffice:
         if len(body) > MAX_TEXT:
             raise InvalidInput(f"a message is at most {MAX_TEXT} bytes; this one is {len(body)}")
         return self._queue(recipient, "text", body)
+
+    def send_trade(self, recipient: bytes, move: Move) -> Message:
+        """Queue a trade move for the other party: it travels like a message."""
+        return self._queue(recipient, "trade", pack_move(move))
 
     def _queue(self, recipient: bytes, kind: str, body: bytes) -> Message:
         letter, envelope = seal(self._signer(), recipient, kind, body, self._now())
@@ -171,11 +178,20 @@ class PostOffice:
         return True
 
     def _take(self, letter: Letter, via: Any) -> bool:
-        """Keep a text letter or apply a receipt; True for a new text message."""
+        """Keep a text letter, apply a receipt, or hand a trade move to the node;
+        True for something new (that its sender must hear we have)."""
         if letter.kind == "receipt":
             for mid, state in _parse_receipt(letter.body):
                 self._advance(mid, state, letter.sender)
             return False
+        if letter.kind == "trade":
+            try:
+                move = unpack_move(letter.body)
+            except ValueError as exc:
+                raise InvalidEnvelope(str(exc)) from None
+            if move.author != letter.sender:
+                raise InvalidEnvelope("a trade move signed by someone else than its sender")
+            return self._on_trade(move)
         if len(letter.body) > MAX_TEXT:
             raise InvalidEnvelope(f"a text letter of {len(letter.body)} bytes (at most {MAX_TEXT})")
         try:

@@ -40,11 +40,12 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 import msgpack
 
-from p2pmarket.crypto.signing import Signer, verify
+if TYPE_CHECKING:
+    from p2pmarket.crypto.signing import Signer
 
 TERMS_TTL: Final = 7 * 86400  # terms nobody answered expire after this many seconds
 _CONTRACT_DOMAIN: Final = b"p2pmarket/contract/v1\x00"
@@ -54,7 +55,7 @@ TERMS_KINDS: Final = frozenset({"offer", "counter"})
 _AGREED_ORDER: Final = {"complete": 0, "cancel": 1, "shipped": 2, "paid": 3}
 
 
-class TradeState(enum.Enum):
+class TradeState(enum.StrEnum):
     NEGOTIATING = "negotiating"
     AGREED = "agreed"
     COMPLETED = "completed"
@@ -147,6 +148,8 @@ class Contract:
 
     def verify(self) -> bool:
         """Both parties signed these terms (and they are two different keys)."""
+        from p2pmarket.crypto.signing import verify
+
         return (
             self.buyer != self.seller
             and self.proposer in (self.buyer, self.seller)
@@ -176,6 +179,8 @@ class TradeView:
 def resolve(moves: Iterable[Move], trade: bytes, now: int) -> TradeView | None:
     """The state of trade ``trade`` from any set of moves (other trades' are
     ignored); None while its offer is not among them."""
+    from p2pmarket.crypto.signing import verify  # here: views travel to clients without libsodium
+
     by_id = {m.id: m for m in moves if m.trade == trade}
     offers = [m for m in by_id.values() if _is_offer(m)]
     if not offers:
@@ -260,6 +265,8 @@ def _is_offer(move: Move) -> bool:
         and move.seller != move.author
     ):
         return False
+    from p2pmarket.crypto.signing import verify
+
     message = contract_message(move.trade, move.author, move.seller, move.terms, move.time)
     return verify(move.author, message, move.signature)
 

@@ -48,7 +48,7 @@ CLOCK_SKEW: Final = 10 * 60
 # A receiver remembers a letter's (sender, id) this long after its time: older
 # letters are refused anyway, so a replay can never get past both.
 REPLAY_WINDOW: Final = MAX_AGE + CLOCK_SKEW
-KINDS: Final = frozenset({"text", "receipt"})
+KINDS: Final = frozenset({"text", "receipt", "trade"})
 _DOMAIN: Final = b"p2pmarket/letter/v1\x00"
 _SEAL_OVERHEAD: Final = nacl.bindings.crypto_box_SEALBYTES
 

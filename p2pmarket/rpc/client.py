@@ -31,6 +31,7 @@ from p2pmarket.rpc import codec
 from p2pmarket.rpc.codec import ProtocolError
 from p2pmarket.store.messages import Message, Thread
 from p2pmarket.store.search import Page, Sort
+from p2pmarket.trade import TradeView
 
 if TYPE_CHECKING:
     from p2pmarket.ingest import IngestReport
@@ -414,6 +415,41 @@ class Client:
         if type(result) is not int:
             raise ProtocolError("mark_read: the daemon sent something other than a count")
         return result
+
+    def offer(
+        self,
+        listing_id: bytes | str,
+        *,
+        price: int | None = None,
+        quantity: int = 1,
+        note: str = "",
+    ) -> TradeView:
+        params = {"listing_id": listing_id, "price": price, "quantity": quantity, "note": note}
+        return _expect(self.call("offer", params), TradeView, "offer")
+
+    def trade_step(
+        self,
+        trade_id: bytes | str,
+        kind: str,
+        *,
+        price: int | None = None,
+        quantity: int | None = None,
+        note: str | None = None,
+    ) -> TradeView:
+        params = {
+            "trade_id": trade_id,
+            "kind": kind,
+            "price": price,
+            "quantity": quantity,
+            "note": note,
+        }
+        return _expect(self.call("trade_step", params), TradeView, "trade_step")
+
+    def trades(self) -> list[TradeView]:
+        return _expect_list(self.call("trades"), TradeView, "trades")
+
+    def get_trade(self, trade_id: bytes | str) -> TradeView:
+        return _expect(self.call("get_trade", {"trade_id": trade_id}), TradeView, "get_trade")
 
     def check_mail(self) -> int:
         result = self.call("check_mail", timeout=60.0)

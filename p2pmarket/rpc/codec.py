@@ -56,7 +56,7 @@ NODE_METHODS: Final = frozenset(
         "collect_garbage export_listings import_listings profile set_profile "
         "status peers connect fetch_listing fetch_seller stop events "
         "sync start_sync sync_status send_message thread conversations mark_read "
-        "check_mail block unblock blocked"
+        "check_mail block unblock blocked offer trade_step trades get_trade"
     ).split()
 )
 
@@ -83,6 +83,10 @@ DATACLASSES: Final[Mapping[str, str]] = {
     "PeerDisconnected": "p2pmarket.events",
     "MessageReceived": "p2pmarket.events",
     "MessageStateChanged": "p2pmarket.events",
+    "TradeUpdated": "p2pmarket.events",
+    "TradeView": "p2pmarket.trade",
+    "Terms": "p2pmarket.trade",
+    "Contract": "p2pmarket.trade",
 }
 
 _SCALARS: Final = (type(None), bool, int, float, str, bytes)

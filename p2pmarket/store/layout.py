@@ -22,6 +22,7 @@ key                                    value
 ``M`` ``N`` ``O`` ``Q``                      direct messages (see :mod:`p2pmarket.store.messages`)
 ``K`` key(32)                          time(8): a blocked peer
 ``B`` ``H``                              others' mail we hold (see :mod:`p2pmarket.store.mailbox`)
+``G`` trade(16) move(16)               a move of one of our trades (:mod:`p2pmarket.store.trades`)
 =====================================  ===========================================
 
 A *sync key* names a record in the set two nodes reconcile: ``L`` + listing id
@@ -64,6 +65,7 @@ BLOCKED: Final = b"K"
 # Mail held for others: see p2pmarket.store.mailbox.
 HELD: Final = b"B"
 HELD_BY_DIGEST: Final = b"H"
+TRADE: Final = b"G"
 
 SYNC_VALUE: Final = struct.Struct(">QQB")
 EVICTED: Final = 1

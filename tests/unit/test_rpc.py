@@ -47,6 +47,7 @@ from p2pmarket.events import (
     ProfileUpdated,
     SyncProgress,
     SyncStatus,
+    TradeUpdated,
 )
 from p2pmarket.ingest import IngestReport
 from p2pmarket.node import Node
@@ -56,6 +57,7 @@ from p2pmarket.rpc.codec import DATACLASSES, MAX_FRAME, NODE_METHODS, ProtocolEr
 from p2pmarket.rpc.server import serve
 from p2pmarket.store import Page
 from p2pmarket.store.messages import Message, State, Thread
+from p2pmarket.trade import Contract, Terms, TradeState, TradeView
 
 _T = TypeVar("_T")
 
@@ -65,6 +67,25 @@ PROFILE = signed_profile()
 PEER = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
 
 # One instance of every dataclass the codec carries, with every tuple field filled.
+_TERMS = Terms(b"\x01" * 16, 2, 1_400_000_00, "IDR", 1, "COD", b"\x0a" * 32)
+CONTRACT = Contract(
+    b"\x07" * 16, b"\x02" * 32, b"\x03" * 32, _TERMS, NOW, b"\x02" * 32, b"s" * 64, b"t" * 64
+)
+VIEW = TradeView(
+    TradeState.AGREED,
+    b"\x07" * 16,
+    b"\x02" * 32,
+    b"\x03" * 32,
+    _TERMS,
+    NOW,
+    b"\x02" * 32,
+    b"\x09" * 16,
+    True,
+    False,
+    (b"\x08" * 16, b"\x09" * 16),
+    CONTRACT,
+)
+
 SAMPLES: dict[str, object] = {
     "Page": Page(listings=[LISTING, signed_listing(title="Helm sepeda")], more=True),
     "IngestReport": IngestReport(
@@ -99,6 +120,10 @@ SAMPLES: dict[str, object] = {
     "MessageStateChanged": MessageStateChanged(
         Message(b"\x07" * 32, b"\x01" * 16, True, NOW, "text", b"Halo", State.READ)
     ),
+    "TradeUpdated": TradeUpdated(VIEW),
+    "TradeView": VIEW,
+    "Terms": VIEW.terms,
+    "Contract": CONTRACT,
     "ListingAdded": ListingAdded(LISTING, "gossip"),
     "ListingUpdated": ListingUpdated(LISTING, "dht"),
     "ListingWithdrawn": ListingWithdrawn(TOMBSTONE, "local"),
