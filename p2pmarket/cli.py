@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from p2pmarket.node import Node
     from p2pmarket.records import Listing
     from p2pmarket.rpc.client import Client
+    from p2pmarket.trade import TradeView
 
     Backend = Node | Client
 
@@ -48,7 +49,9 @@ msg_app = typer.Typer(help="End-to-end encrypted direct messages.", no_args_is_h
 app.add_typer(identity_app, name="identity")
 app.add_typer(listing_app, name="listing")
 app.add_typer(profile_app, name="profile")
+trade_app = typer.Typer(help="Trades: offers, counters, signed contracts.", no_args_is_help=True)
 app.add_typer(msg_app, name="msg")
+app.add_typer(trade_app, name="trade")
 
 
 class _State:
@@ -918,6 +921,118 @@ def blocked(as_json: JsonOpt = False) -> None:
         _print_json(peers)
         return
     typer.echo("\n".join(peers) if peers else "No one is blocked.")
+
+
+# -- trades --------------------------------------------------------------------
+
+TradeId = Annotated[str, typer.Argument(metavar="TRADE_ID", help="The trade's id (32 hex digits).")]
+
+
+def _print_trade(view: TradeView, as_json: bool) -> None:
+    from p2pmarket.display import trade_json, trade_line
+
+    if as_json:
+        _print_json(trade_json(view))
+    else:
+        typer.echo(trade_line(view))
+
+
+@trade_app.command("offer")
+def trade_offer(
+    listing_id: Annotated[str, typer.Argument(metavar="LISTING_ID")],
+    price: Annotated[
+        str | None, typer.Option(help="Your price in the listing's currency; default: its price.")
+    ] = None,
+    quantity: Annotated[int, typer.Option(min=1)] = 1,
+    note: Annotated[str, typer.Option(help="e.g. how you want to pay or collect.")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Make an offer on a listing; it goes to the seller like a message."""
+    with _open() as node:
+        listing = node.get_listing(listing_id)
+        amount = _amount(price, listing.currency)
+        view = node.offer(listing_id, price=amount, quantity=quantity, note=note)
+    _print_trade(view, as_json)
+
+
+@trade_app.command("counter")
+def trade_counter(
+    trade_id: TradeId,
+    price: Annotated[str | None, typer.Option(help="New price, in the trade's currency.")] = None,
+    quantity: Annotated[int | None, typer.Option(min=1)] = None,
+    note: Annotated[str | None, typer.Option()] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Answer the terms on the table with new ones."""
+    with _open() as node:
+        currency = node.get_trade(trade_id).terms.currency
+        view = node.trade_step(
+            trade_id, "counter", price=_amount(price, currency), quantity=quantity, note=note
+        )
+    _print_trade(view, as_json)
+
+
+def _step(kind: str, help_text: str) -> None:
+    def command(trade_id: TradeId, as_json: JsonOpt = False) -> None:
+        with _open() as node:
+            view = node.trade_step(trade_id, kind)
+        _print_trade(view, as_json)
+
+    command.__doc__ = help_text
+    trade_app.command(kind.replace("paid", "mark-paid").replace("shipped", "mark-shipped"))(command)
+
+
+for _kind, _help in (
+    ("accept", "Accept the terms on the table: the contract is then signed by both."),
+    ("decline", "Decline the terms on the table; the trade ends."),
+    ("cancel", "Cancel the trade (before or after agreeing)."),
+    ("paid", "Say you have paid (buyer)."),
+    ("shipped", "Say you have shipped or handed over (seller)."),
+    ("complete", "Confirm you received it (buyer); the trade is complete."),
+):
+    _step(_kind, _help)
+
+
+@trade_app.command("list")
+def trade_list(as_json: JsonOpt = False) -> None:
+    """Your trades, the most recently moved first."""
+    from p2pmarket.display import trade_json, trade_line
+
+    with _open() as node:
+        views = node.trades()
+    if as_json:
+        _print_json([trade_json(v) for v in views])
+        return
+    if not views:
+        typer.echo("No trades yet.")
+    for view in views:
+        typer.echo(trade_line(view))
+
+
+@trade_app.command("show")
+def trade_show(trade_id: TradeId, as_json: JsonOpt = False) -> None:
+    """One trade, with its contract once agreed."""
+    from p2pmarket.display import trade_json, trade_line
+
+    with _open() as node:
+        view = node.get_trade(trade_id)
+    if as_json:
+        doc = trade_json(view)
+        contract = view.contract
+        if contract is not None:
+            doc["contract"] = {
+                "message": contract.message().hex(),
+                "proposer": contract.proposer.hex(),
+                "proposer_signature": contract.proposer_signature.hex(),
+                "acceptor_signature": contract.acceptor_signature.hex(),
+                "verified": contract.verify(),
+            }
+        _print_json(doc)
+        return
+    typer.echo(trade_line(view))
+    if view.contract is not None:
+        ok = "verified" if view.contract.verify() else "NOT VALID"
+        typer.echo(f"contract signed by both ({ok})")
 
 
 @app.command("sync")

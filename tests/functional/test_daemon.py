@@ -446,3 +446,25 @@ def test_a_killed_daemon_leaves_a_stale_socket_that_misleads_nobody(daemons: Dae
     # The next daemon replaces the stale socket and takes the store.
     daemons.start(crashed.home)
     assert cli_json(crashed.home, "status")["online"] is True
+
+
+def test_a_trade_with_the_cli_from_offer_to_a_contract_both_can_show(daemons: Daemons) -> None:
+    buyer, seller = daemons.start_all(2)
+    assert cli(buyer.home, "connect", seller.address).returncode == 0
+    listing = create_listing(seller.home, "Kamera analog")
+    wait_for(lambda: len(search_ids(buyer.home, "kamera")), 1, "the buyer sees the listing")
+
+    offered = cli_json(buyer.home, "trade", "offer", listing, "--price", "1200000", "--note", "COD")
+    trade = offered["trade"]
+    assert offered["state"] == "negotiating" and offered["price"]["amount"] == 1_200_000_00
+    wait_for(lambda: [t["trade"] for t in cli_json(seller.home, "trade", "list")], [trade], "offer")
+
+    refused = cli(seller.home, "trade", "mark-paid", trade)
+    assert refused.returncode == 1 and "cannot take the step 'paid'" in one_error_line(refused)
+    assert cli_json(seller.home, "trade", "accept", trade)["state"] == "agreed"
+    wait_for(lambda: cli_json(buyer.home, "trade", "show", trade)["state"], "agreed", "accept")
+
+    shown = cli_json(buyer.home, "trade", "show", trade)
+    assert shown["contract"]["verified"] is True
+    assert cli(buyer.home, "trade", "complete", trade).returncode == 0
+    wait_for(lambda: cli_json(seller.home, "trade", "show", trade)["state"], "completed", "done")
