@@ -88,5 +88,11 @@ class EnvelopeOutOfTime(InvalidEnvelope):
         self.future = future
 
 
+class NotYet(P2PMarketError):
+    """A letter that cannot be taken yet: what it answers has not arrived (a
+    trade move before its offer). It is neither acknowledged nor held against
+    its sender, so it comes again."""
+
+
 class MailboxFull(P2PMarketError):
     """A mailbox holder refused an envelope over one of its quotas."""

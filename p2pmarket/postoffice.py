@@ -28,7 +28,13 @@ import trio
 from p2pmarket.crypto.envelope import MAX_AGE, REPLAY_WINDOW, Letter, open_envelope, seal
 from p2pmarket.crypto.peer_id import peer_id_from_public_key, public_key_from_peer_id
 from p2pmarket.crypto.signing import Signer
-from p2pmarket.errors import EnvelopeOutOfTime, InvalidEnvelope, InvalidInput, P2PMarketError
+from p2pmarket.errors import (
+    EnvelopeOutOfTime,
+    InvalidEnvelope,
+    InvalidInput,
+    NotYet,
+    P2PMarketError,
+)
 from p2pmarket.events import Event, MessageReceived, MessageStateChanged
 from p2pmarket.store.blocklist import BlockList
 from p2pmarket.store.messages import Message, MessageStore, State
@@ -147,8 +153,9 @@ class PostOffice:
     def receive(self, data: bytes, from_peer: str) -> bytes | None:
         """An envelope handed to us directly: keep it and answer with a receipt
         (also for a replay, so a sender that missed our receipt stops retrying).
-        Raises :class:`InvalidEnvelope` for one that does not open or check; a
-        blocked sender's is dropped without an answer."""
+        Raises :class:`InvalidEnvelope` for one that does not open or check, and
+        :class:`NotYet` for one that must come again later (no receipt, so its
+        sender retries); a blocked sender's is dropped without an answer."""
         letter = self._open(data)
         if letter.sender in self.blocked:
             return None
@@ -170,6 +177,9 @@ class PostOffice:
         except EnvelopeOutOfTime as exc:
             log.info("mail from holder %s: %s", holder, exc)
             return not exc.future
+        except NotYet as exc:
+            log.info("mail from holder %s kept there for now: %s", holder, exc)
+            return False
         except InvalidEnvelope as exc:
             log.info("dropped mail from holder %s: %s", holder, exc)
             return True

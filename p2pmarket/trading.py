@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 
 from p2pmarket.crypto.signing import Signer
-from p2pmarket.errors import InvalidInput, NotFound
+from p2pmarket.errors import InvalidInput, NotFound, NotYet
 from p2pmarket.events import Event, TradeUpdated
 from p2pmarket.postoffice import PostOffice
 from p2pmarket.records import Listing, encode
@@ -107,12 +107,15 @@ class TradeDesk:
 
     def take(self, move: Move) -> bool:
         """A move from the other party (its letter's sender is its author). Kept
-        if it is an offer to us or a move in one of our trades; True if new."""
+        if it is an offer to us or a move in one of our trades; True if new.
+        Raises :class:`NotYet` for a move whose offer has not arrived."""
         if move.kind == "offer":
             ours = move.seller == self._own_key
         else:
             known = resolve(self._store.moves(move.trade), move.trade, self._now())
-            ours = known is not None and move.author in (known.buyer, known.seller)
+            if known is None:
+                raise NotYet("a move of a trade whose offer has not arrived")
+            ours = move.author in (known.buyer, known.seller)
         if not ours or not self._store.add(move):
             return False
         view = resolve(self._store.moves(move.trade), move.trade, self._now())

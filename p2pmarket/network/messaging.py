@@ -21,7 +21,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
 from p2pmarket.crypto.envelope import MAX_ENVELOPE
-from p2pmarket.errors import EnvelopeOutOfTime, InvalidEnvelope, NetworkError
+from p2pmarket.errors import EnvelopeOutOfTime, InvalidEnvelope, NetworkError, NotYet
 from p2pmarket.network.streams import close_quietly, frame, read_frame
 
 log = logging.getLogger("p2pmarket.messaging")
@@ -70,7 +70,8 @@ class Messenger:
                 receipt = self._on_envelope(envelope, peer)
                 if receipt is not None:
                     await stream.write(frame(receipt))
-        except EnvelopeOutOfTime as exc:  # clocks drift: no receipt, and no blame
+        except (EnvelopeOutOfTime, NotYet) as exc:  # clocks drift, letters overtake:
+            # no receipt (the sender retries), and no blame
             log.info("a direct message from %s: %s", peer, exc)
         except (InvalidEnvelope, ValueError) as exc:
             log.info("a bad direct message from %s: %s", peer, exc)
