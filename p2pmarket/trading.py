@@ -27,7 +27,9 @@ from p2pmarket.trade import (
     allowed,
     make_move,
     make_offer,
+    pack_move,
     resolve,
+    unpack_move,
 )
 
 
@@ -99,6 +101,10 @@ class TradeDesk:
         return self._make(move, other)
 
     def _make(self, move: Move, other: bytes) -> TradeView:
+        try:  # what the other side will check, checked here first
+            unpack_move(pack_move(move))
+        except ValueError as exc:
+            raise InvalidInput(str(exc).replace("a malformed trade move: ", "")) from None
         self._store.add(move)
         self._post.send_trade(other, move)
         view = self.view(move.trade)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from p2pmarket.crypto.envelope import seal
-from p2pmarket.errors import InvalidEnvelope, NotYet
+from p2pmarket.errors import InvalidEnvelope, InvalidInput, NotYet
 from p2pmarket.node import Node
 from p2pmarket.trade import Terms, TradeState, make_move, make_offer, pack_move, resolve
 
@@ -47,3 +47,15 @@ def test_an_offer_to_someone_else_or_a_move_by_another_author_is_not_kept(
     mine = make_offer(node._signer_or_unlock(), other_node.public_key, terms, node.now(), TRADE)
     with pytest.raises(InvalidEnvelope, match="someone else"):
         node._post.receive(letter(other_node, node, pack_move(mine)), other_node.peer_id)
+
+
+def test_terms_the_other_side_would_refuse_are_refused_here_in_plain_words(
+    node: Node, other_node: Node
+) -> None:
+    listing = other_node.create_listing(title="Sepeda", price=100_000_00, category="vehicles")
+    node.store.put(listing)
+    with pytest.raises(InvalidInput, match="note"):
+        node.offer(listing.id, note="x" * 501)
+    with pytest.raises(InvalidInput, match="price"):
+        node.offer(listing.id, price=-1)
+    assert node.trades() == []
