@@ -110,16 +110,20 @@ class PostOffice:
             raise InvalidInput(f"a message is at most {MAX_TEXT} bytes; this one is {len(body)}")
         return self._queue(recipient, "text", body)
 
-    def send_trade(self, recipient: bytes, move: Move) -> Message:
-        """Queue a trade move for the other party: it travels like a message."""
-        return self._queue(recipient, "trade", pack_move(move))
+    def send_trade(self, recipient: bytes, move: Move, keep: tuple[bytes, bytes]) -> Message:
+        """Queue a trade move for the other party: it travels like a message.
+        ``keep`` (the move's entry in the trade store) is written in the same
+        batch, so a move is never kept without being sent, nor sent unkept."""
+        return self._queue(recipient, "trade", pack_move(move), keep)
 
-    def _queue(self, recipient: bytes, kind: str, body: bytes) -> Message:
+    def _queue(
+        self, recipient: bytes, kind: str, body: bytes, also: tuple[bytes, bytes] | None = None
+    ) -> Message:
         letter, envelope = seal(self._signer(), recipient, kind, body, self._now())
         message = Message(
             recipient, letter.id, True, letter.sent, kind, body, State.QUEUED, envelope=envelope
         )
-        self.messages.add_outgoing(message, due=self._now())
+        self.messages.add_outgoing(message, due=self._now(), also=also)
         self.wake()
         return message
 

@@ -105,8 +105,7 @@ class TradeDesk:
             unpack_move(pack_move(move))
         except ValueError as exc:
             raise InvalidInput(str(exc).replace("a malformed trade move: ", "")) from None
-        self._store.add(move)
-        self._post.send_trade(other, move)
+        self._post.send_trade(other, move, keep=self._store.entry(move))
         view = self.view(move.trade)
         self._emit(TradeUpdated(view))
         return view

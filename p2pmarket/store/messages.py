@@ -144,16 +144,21 @@ class MessageStore:
 
     # -- writes ------------------------------------------------------------
 
-    def add_outgoing(self, message: Message, due: int) -> None:
-        """Keep an outgoing message and queue it for sending at ``due``."""
+    def add_outgoing(
+        self, message: Message, due: int, also: tuple[bytes, bytes] | None = None
+    ) -> None:
+        """Keep an outgoing message and queue it for sending at ``due``; ``also``
+        is one more entry written in the same batch (a trade move: kept if and
+        only if it is sent)."""
         where = self._next_where(message)
-        self._write(
-            {
-                MESSAGE + where: replace(message, due=due).pack(),
-                BY_ID + message.id: where,
-                OUTBOX + _U64.pack(due) + message.id: b"",
-            }
-        )
+        puts = {
+            MESSAGE + where: replace(message, due=due).pack(),
+            BY_ID + message.id: where,
+            OUTBOX + _U64.pack(due) + message.id: b"",
+        }
+        if also is not None:
+            puts[also[0]] = also[1]
+        self._write(puts)
 
     def add_incoming(self, message: Message, keep_until: int) -> bool:
         """Keep an incoming message; False (and nothing written) for a replay."""

@@ -18,13 +18,18 @@ class TradeStore:
     def __init__(self, db: plyvel.DB) -> None:
         self._db = db
 
+    @staticmethod
+    def entry(move: Move) -> tuple[bytes, bytes]:
+        """The (key, value) that keeps ``move``: for writing it in another batch."""
+        return TRADE + move.trade + move.id, pack_move(move)
+
     def add(self, move: Move) -> bool:
         """Keep a move; False if it was held already."""
-        key = TRADE + move.trade + move.id
+        key, value = self.entry(move)
         if self._db.get(key) is not None:
             return False
         try:
-            self._db.put(key, pack_move(move), sync=True)
+            self._db.put(key, value, sync=True)
         except plyvel.Error as exc:
             raise StoreError(f"writing a trade move failed: {exc}") from None
         return True
