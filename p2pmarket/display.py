@@ -47,6 +47,10 @@ def age(ts: int, now: float | None = None) -> str:
     return "just now"  # pragma: no cover
 
 
+def price_json(amount: int, currency: str) -> dict[str, Any]:
+    return {"amount": amount, "currency": currency, "text": format_price(amount, currency)}
+
+
 def listing_json(listing: Listing) -> dict[str, Any]:
     return {
         "id": format_id(listing.id),
@@ -55,11 +59,7 @@ def listing_json(listing: Listing) -> dict[str, Any]:
         "kind": listing.kind,
         "title": listing.title,
         "description": listing.description,
-        "price": {
-            "amount": listing.price,
-            "currency": listing.currency,
-            "text": format_price(listing.price, listing.currency),
-        },
+        "price": price_json(listing.price, listing.currency),
         "quantity": listing.quantity,
         "category": listing.category,
         "tags": list(listing.tags),
@@ -255,11 +255,7 @@ def trade_json(view: TradeView) -> dict[str, Any]:
         "buyer": peer_id_from_public_key(view.buyer),
         "seller": peer_id_from_public_key(view.seller),
         "listing": format_id(terms.listing_id),
-        "price": {
-            "amount": terms.price,
-            "currency": terms.currency,
-            "text": format_price(terms.price, terms.currency),
-        },
+        "price": price_json(terms.price, terms.currency),
         "quantity": terms.quantity,
         "note": terms.note,
         "proposed_by": peer_id_from_public_key(view.proposer),

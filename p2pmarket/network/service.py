@@ -751,14 +751,8 @@ class Network:
         if host.get_network().get_connections(peer):
             return True
         with trio.move_on_after(self.config.connect_timeout):
-            infos: list[LibPeerInfo] = []
-            with contextlib.suppress(Exception):
-                addrs = host.get_peerstore().addrs(peer)
-                if addrs:
-                    infos.append(LibPeerInfo(peer, addrs))
-            for info in infos:
-                with contextlib.suppress(Exception):
-                    await host.connect(info)
+            with contextlib.suppress(Exception):  # an unknown peer, a failed dial
+                await host.connect(LibPeerInfo(peer, host.get_peerstore().addrs(peer)))
             if not host.get_network().get_connections(peer) and self._dht is not None:
                 with contextlib.suppress(Exception):
                     found = await self._dht.find_peer(peer)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import plyvel
@@ -68,3 +69,18 @@ def open_db(path: Path, *, resident: bool = False) -> plyvel.DB:
             f"this p2pmarket reads version {SCHEMA_VERSION}: upgrade p2pmarket"
         )
     return db
+
+
+def write_synced(
+    db: plyvel.DB, puts: Mapping[bytes, bytes], deletes: Iterable[bytes], what: str
+) -> None:
+    """Deletes then puts in one WriteBatch, synced to disk: the user's own data
+    (messages, held mail) must survive a crash. ``what`` names it in the error."""
+    try:
+        with db.write_batch(transaction=True, sync=True) as wb:
+            for key in deletes:
+                wb.delete(key)
+            for key, value in puts.items():
+                wb.put(key, value)
+    except plyvel.Error as exc:
+        raise StoreError(f"writing {what} to the store failed: {exc}") from None

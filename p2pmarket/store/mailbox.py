@@ -29,7 +29,8 @@ from typing import Final, Literal
 
 import plyvel
 
-from p2pmarket.errors import MailboxFull, StoreError
+from p2pmarket.errors import MailboxFull
+from p2pmarket.store.db import write_synced
 from p2pmarket.store.layout import HELD, HELD_BY_DIGEST
 
 KEEP: Final = 14 * 86400  # seconds a holder keeps mail (letters older are refused anyway)
@@ -89,14 +90,7 @@ class Mailbox:
         return self._by_depositor
 
     def _write(self, puts: dict[bytes, bytes], deletes: list[bytes]) -> None:
-        try:
-            with self._db.write_batch(transaction=True, sync=True) as wb:
-                for key in deletes:
-                    wb.delete(key)
-                for key, value in puts.items():
-                    wb.put(key, value)
-        except plyvel.Error as exc:
-            raise StoreError(f"writing held mail to the store failed: {exc}") from None
+        write_synced(self._db, puts, deletes, "held mail")
 
     def deposit(self, recipient: bytes, depositor: bytes, envelope: bytes, now: int) -> Deposit:
         """Keep ``envelope`` for ``recipient``; raises :class:`MailboxFull` over a quota."""

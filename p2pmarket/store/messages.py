@@ -39,7 +39,7 @@ from typing import Final
 import msgpack
 import plyvel
 
-from p2pmarket.errors import StoreError
+from p2pmarket.store.db import write_synced
 from p2pmarket.store.layout import BY_ID, MESSAGE, OUTBOX, SEEN
 
 _U64: Final = struct.Struct(">Q")
@@ -133,14 +133,7 @@ class MessageStore:
 
     def _write(self, puts: dict[bytes, bytes], deletes: list[bytes] | None = None) -> None:
         self._writes += 1
-        try:
-            with self._db.write_batch(transaction=True, sync=True) as wb:
-                for key in deletes or ():
-                    wb.delete(key)
-                for key, value in puts.items():
-                    wb.put(key, value)
-        except plyvel.Error as exc:
-            raise StoreError(f"writing a message to the store failed: {exc}") from None
+        write_synced(self._db, puts, deletes or (), "a message")
 
     # -- writes ------------------------------------------------------------
 
