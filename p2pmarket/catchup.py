@@ -14,7 +14,7 @@ from typing import Final
 import trio
 
 from p2pmarket import records
-from p2pmarket.crypto.signing import verify_batch
+from p2pmarket.crypto.signing import verify_groups
 from p2pmarket.errors import InvalidRecord
 from p2pmarket.network.reconcile import ItemSet
 from p2pmarket.network.sync import Fetched
@@ -31,7 +31,7 @@ def _check(batch: list[tuple[bytes, int, bytes]], now: int) -> tuple[list[Record
     the GIL). A record must carry the key it was fetched under, at least as new
     as the peer said."""
     decoded: list[Record] = []
-    signed: list[tuple[bytes, bytes, bytes]] = []
+    signed: list[list[tuple[bytes, bytes, bytes]]] = []
     rejected = expired = 0
     for key, seq, data in batch:
         try:
@@ -53,8 +53,8 @@ def _check(batch: list[tuple[bytes, int, bytes]], now: int) -> tuple[list[Record
             expired += 1
             continue
         decoded.append(record)
-        signed.append((records.author(record), message, record.signature))
-    good = [r for r, ok in zip(decoded, verify_batch(signed), strict=True) if ok]
+        signed.append(records.signatures(record, message))
+    good = [r for r, ok in zip(decoded, verify_groups(signed), strict=True) if ok]
     return good, rejected + len(decoded) - len(good), expired
 
 

@@ -20,14 +20,16 @@ from p2pmarket.events import (
     PeerConnected,
     PeerDisconnected,
     ProfileUpdated,
+    ReviewAdded,
     SyncProgress,
     SyncStatus,
     TradeUpdated,
 )
 from p2pmarket.money import format_price
-from p2pmarket.records import Listing, Profile, Tombstone, format_id
+from p2pmarket.records import Listing, Profile, Review, Tombstone, format_id
 
 if TYPE_CHECKING:
+    from p2pmarket.reputation import Reputation, SellerInfo
     from p2pmarket.store.messages import Message
     from p2pmarket.trade import TradeView
 
@@ -91,14 +93,95 @@ def profile_json(profile: Profile) -> dict[str, Any]:
     }
 
 
-def listing_line(listing: Listing, now: float | None = None) -> str:
-    """One search hit: id, price, title, place, age."""
+def listing_line(
+    listing: Listing, now: float | None = None, seller: SellerInfo | None = None
+) -> str:
+    """One search hit: id, price, title, place, age; and who sells it, when known."""
     price = format_price(listing.price, listing.currency)
     wanted = "[WANTED] " if listing.kind == "wanted" else ""
     place = f" · {listing.location}" if listing.location else ""
-    return (
+    line = (
         f"{format_id(listing.id)}  {price:>16}  {wanted}{listing.title}"
         f"  ({listing.category}{place} · {age(listing.created, now)})"
+    )
+    if seller is not None:
+        line += f"  — {seller_label(seller)}"
+    return line
+
+
+def seller_label(seller: SellerInfo) -> str:
+    """A seller in a few words: name (or short peer id) and rating."""
+    name = seller.name or peer_id_from_public_key(seller.key)[-8:]
+    return f"{name} {rating_text(seller.reputation)}"
+
+
+def rating_text(reputation: Reputation) -> str:
+    """'★4.3 (12 reviews)', or 'no reviews yet'."""
+    if reputation.rating is None:
+        return "(no reviews yet)"
+    count = reputation.reviews
+    return f"★{reputation.rating:.1f} ({count} review{'s' if count != 1 else ''})"
+
+
+def reputation_json(reputation: Reputation) -> dict[str, Any]:
+    def rounded(value: float | None) -> float | None:
+        return None if value is None else round(value, 2)
+
+    first = reputation.first_trade
+    return {
+        "peer_id": peer_id_from_public_key(reputation.key),
+        "rating": rounded(reputation.rating),
+        "mean_stars": rounded(reputation.mean_stars),
+        "reviews": reputation.reviews,
+        "counterparties": reputation.counterparties,
+        "trades_as_buyer": reputation.trades_as_buyer,
+        "trades_as_seller": reputation.trades_as_seller,
+        "first_trade": None if first is None else iso_time(first),
+    }
+
+
+def reputation_lines(reputation: Reputation, now: float | None = None) -> list[str]:
+    lines = [f"rating    {rating_text(reputation)}"]
+    if reputation.mean_stars is not None:
+        lines.append(f"stars     {reputation.mean_stars:.2f} on average")
+    lines.append(
+        f"trades    {reputation.trades_as_seller} as seller, {reputation.trades_as_buyer} "
+        f"as buyer, with {reputation.counterparties} different people"
+    )
+    if reputation.first_trade is not None:
+        lines.append(
+            f"since     {iso_time(reputation.first_trade)} ({age(reputation.first_trade, now)})"
+        )
+    return lines
+
+
+def review_json(review: Review) -> dict[str, Any]:
+    contract = review.contract
+    return {
+        "trade": contract.trade.hex(),
+        "reviewer": peer_id_from_public_key(review.reviewer),
+        "reviewer_role": review.reviewer_role,
+        "subject": peer_id_from_public_key(review.subject),
+        "seq": review.seq,
+        "stars": review.stars,
+        "text": review.text,
+        "written": iso_time(review.created),
+        "contract": {
+            "listing": format_id(contract.terms.listing_id),
+            "price": price_json(contract.terms.price, contract.terms.currency),
+            "quantity": contract.terms.quantity,
+            "agreed": iso_time(contract.proposed),
+        },
+    }
+
+
+def review_line(review: Review, now: float | None = None) -> str:
+    stars = "★" * review.stars + "☆" * (5 - review.stars)
+    who = peer_id_from_public_key(review.reviewer)
+    price = format_price(review.contract.terms.price, review.contract.terms.currency)
+    text = " ".join(review.text.split())
+    return f"{stars}  by {who} ({review.reviewer_role}, {price}, {age(review.created, now)})" + (
+        f"  {text}" if text else ""
     )
 
 
@@ -133,6 +216,8 @@ def event_json(event: Event) -> dict[str, Any]:
         body = {"withdrawal": tombstone_json(event.tombstone), "source": event.source}
     elif isinstance(event, ProfileUpdated):
         body = {"profile": profile_json(event.profile), "source": event.source}
+    elif isinstance(event, ReviewAdded):
+        body = {"review": review_json(event.review), "source": event.source}
     elif isinstance(event, PeerConnected):
         body = {"peer_id": event.peer_id, "address": event.address}
     elif isinstance(event, MessageReceived):
@@ -154,6 +239,8 @@ def event_line(event: Event) -> str:
         return f"{name:18} {format_id(event.tombstone.id)}"
     if isinstance(event, ProfileUpdated):
         return f"{name:18} {event.profile.name} {peer_id_from_public_key(event.profile.owner)}"
+    if isinstance(event, ReviewAdded):
+        return f"{name:18} {review_line(event.review)}"
     if isinstance(event, PeerConnected):
         return f"{name:18} {event.peer_id} {event.address}"
     if isinstance(event, MessageReceived | MessageStateChanged):
@@ -169,6 +256,7 @@ _EVENT_NAMES: dict[type, str] = {
     ListingUpdated: "listing-updated",
     ListingWithdrawn: "listing-withdrawn",
     ProfileUpdated: "profile-updated",
+    ReviewAdded: "review-added",
     PeerConnected: "peer-connected",
     PeerDisconnected: "peer-disconnected",
     MessageReceived: "message-received",

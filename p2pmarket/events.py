@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
-from p2pmarket.records import Listing, Profile, Tombstone
+from p2pmarket.records import Listing, Profile, Review, Tombstone
 from p2pmarket.store.messages import Message
 from p2pmarket.trade import TradeView
 
@@ -44,6 +44,14 @@ class ListingWithdrawn:
 @dataclass(frozen=True, slots=True)
 class ProfileUpdated:
     profile: Profile
+    source: Source
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewAdded:
+    """A review (new, or a newer version of one) is now in the cache."""
+
+    review: Review
     source: Source
 
 
@@ -85,6 +93,7 @@ Event: TypeAlias = (
     | ListingUpdated
     | ListingWithdrawn
     | ProfileUpdated
+    | ReviewAdded
     | PeerConnected
     | PeerDisconnected
     | MessageReceived

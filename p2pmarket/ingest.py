@@ -61,7 +61,7 @@ class IngestReport:
             self.unchanged += 1
 
 
-_Decoded = list[tuple[int, Record]]
+_Decoded = list[tuple[int, Record, int]]  # position, record, signatures to check
 
 
 def _chunks(items: Iterable[bytes]) -> Iterator[list[tuple[int, bytes]]]:
@@ -130,11 +130,13 @@ def ingest(
     def store_oldest() -> None:
         decoded = in_flight.popleft()
         good: list[Record] = []
-        for (position, record), ok in zip(decoded, verifier.result(), strict=True):
-            if ok:
+        results = iter(verifier.result())
+        for position, record, count in decoded:
+            # all(), not a generator: each record consumes exactly its own results
+            if all([next(results) for _ in range(count)]):
                 good.append(record)
             else:
-                report.rejected.append((position, "sig: the signature does not verify"))
+                report.rejected.append((position, "sig: a signature does not verify"))
         own = own_key is not None and any(records.author(r) == own_key for r in good)
         for change in store.put_many(good, sync=own):
             report.count(change.outcome)
@@ -149,8 +151,9 @@ def ingest(
                 except InvalidRecord as exc:
                     report.rejected.append((position, str(exc)))
                     continue
-                decoded.append((position, record))
-                signed.append((records.author(record), message, record.signature))
+                triples = records.signatures(record, message)
+                decoded.append((position, record, len(triples)))
+                signed.extend(triples)
             verifier.submit(signed)
             in_flight.append(decoded)
             if len(in_flight) >= _DEPTH:

@@ -49,6 +49,7 @@ from p2pmarket.events import (
     PeerConnected,
     PeerInfo,
     ProfileUpdated,
+    ReviewAdded,
     Source,
     SyncProgress,
     SyncStatus,
@@ -56,7 +57,17 @@ from p2pmarket.events import (
 from p2pmarket.home import Config, Home, default_home
 from p2pmarket.money import MAX_MINOR_UNITS
 from p2pmarket.network.config import NetworkConfig, Verdict
-from p2pmarket.records import CATEGORY_RE, DAY, Catalogue, Kind, Listing, Profile, Tombstone
+from p2pmarket.records import (
+    CATEGORY_RE,
+    DAY,
+    Catalogue,
+    Kind,
+    Listing,
+    Profile,
+    Record,
+    Review,
+    Tombstone,
+)
 from p2pmarket.store import ListingStore, Outcome, Page, Query, Sort
 from p2pmarket.text import tokens
 
@@ -68,6 +79,8 @@ if TYPE_CHECKING:
     from p2pmarket.ingest import IngestReport
     from p2pmarket.network.service import Network
     from p2pmarket.postoffice import PostOffice
+    from p2pmarket.ratings import Ratings
+    from p2pmarket.reputation import Reputation, SellerInfo
     from p2pmarket.store.blocklist import BlockList
     from p2pmarket.store.mailbox import Mailbox
     from p2pmarket.store.messages import Message, Thread
@@ -79,7 +92,7 @@ Passphrase = str | Callable[[], str] | None
 MAX_OFFSET = 100_000
 # Expired records collected per write.
 _GC_STEP = 1000
-_R = TypeVar("_R", Listing, Tombstone, Profile)
+_R = TypeVar("_R", Listing, Tombstone, Profile, Review)
 Clock = Callable[[], float]
 # Events an embedder has not read yet; past this, new ones are dropped for it.
 EVENT_BUFFER = 1000
@@ -153,6 +166,9 @@ class Node:
         self._held_mail: Mailbox | None = None  # mail kept for others, while online
         self._blocks: BlockList | None = None
         self._trade_desk: TradeDesk | None = None
+        self._ratings: Ratings | None = None
+        self._bundles_due: set[bytes] = set()  # review bundles to merge into the DHT
+        self._bundles_event: trio.Event | None = None
         self.dropped_events = 0
 
     @classmethod
@@ -329,7 +345,7 @@ class Node:
 
     def _announce(
         self,
-        record: Listing | Tombstone | Profile,
+        record: Record,
         outcome: Outcome,
         source: Source,
         category: str | None = None,
@@ -343,11 +359,15 @@ class Node:
         if network is None or source != "local":
             return
         from p2pmarket.network import topics
-        from p2pmarket.network.dht import listing_key
+        from p2pmarket.network.dht import listing_key, profile_key
 
         data = records.encode(record)
         if isinstance(record, Profile):
-            network.publish(data, [topics.PROFILES], None)
+            network.publish(data, [topics.PROFILES], profile_key(record.owner))
+            return
+        if isinstance(record, Review):
+            network.publish(data, [topics.REVIEWS], None)
+            self._bundle_due(record.subject)
             return
         topic_ids = topics.listing_topics(
             record.category if isinstance(record, Listing) else category or "other"
@@ -394,11 +414,14 @@ class Node:
         location: str | None = None,
         seller: bytes | None = None,
         sort: Sort = "newest",
+        min_rating: float | None = None,
         limit: int = 20,
         offset: int = 0,
     ) -> Page:
         """Search the local cache. Words are ANDed; the last word also matches as a
-        prefix. Prices are minor units of ``currency``."""
+        prefix. Prices are minor units of ``currency``. ``sort="rating"`` puts the
+        best-rated sellers' listings first; ``min_rating`` keeps only sellers
+        rated at least that (1 to 5, see :mod:`p2pmarket.reputation`)."""
         if not 1 <= limit <= 1000:
             raise InvalidInput("limit must be between 1 and 1000")
         if not 0 <= offset <= MAX_OFFSET:
@@ -415,6 +438,15 @@ class Node:
             raise InvalidInput(f"{text!r} has no letters or digits to search for")
         if location is not None and not tokens(location):
             raise InvalidInput(f"location {location!r} has no letters or digits to match")
+        if min_rating is not None and not 1 <= min_rating <= 5:
+            raise InvalidInput("min rating must be between 1 and 5")
+        ranked: tuple[bytes, ...] = ()
+        only: frozenset[bytes] | None = None
+        if sort == "rating" or min_rating is not None:
+            rated = self._rated.ranked()
+            floor = min_rating if min_rating is not None else 0.0
+            ranked = tuple(key for key, rating in rated if rating >= floor)
+            only = frozenset(ranked) if min_rating is not None else None
         query = Query(
             text=text,
             kind=kind,
@@ -428,6 +460,8 @@ class Node:
             limit=limit,
             offset=offset,
             hide_sellers=self._block_list.keys(),
+            ranked=ranked,
+            only_sellers=only,
         )
         return self.store.search(query, self.now())
 
@@ -556,6 +590,7 @@ class Node:
             task_status.started(scope)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._catalogue_loop)
+                nursery.start_soon(self._bundle_loop)
                 nursery.start_soon(self._announce_own)
                 nursery.start_soon(self._upkeep)
                 assert self._network is not None
@@ -594,7 +629,7 @@ class Node:
         records held by peers are lost when those peers restart."""
         import trio
 
-        from p2pmarket.network.dht import listing_key
+        from p2pmarket.network.dht import listing_key, profile_key
 
         network = self._require_network()
         # A put with no peers reaches no one: wait for the first connection
@@ -606,6 +641,50 @@ class Node:
             network.put_dht(listing_key(listing.id), records.encode(listing))
         if self._catalogue_due is not None:
             self._catalogue_due.set()
+        profile = self.profile()
+        if profile is not None:
+            network.put_dht(profile_key(self.public_key), records.encode(profile))
+        for review in self.store.reviews.by(self.public_key):
+            self._bundle_due(review.subject)
+
+    def _bundle_due(self, subject: bytes) -> None:
+        self._bundles_due.add(subject)
+        if self._bundles_event is not None:
+            self._bundles_event.set()
+
+    async def _bundle_loop(self) -> None:
+        """Merge the reviews we hold about each due key into its DHT bundle: read
+        the bundle, add ours, put the union back (see :mod:`p2pmarket.network.dht`)."""
+        import trio
+
+        from p2pmarket.network.dht import pack_bundle, reviews_key
+
+        network = self._require_network()
+        while True:
+            while not self._bundles_due:
+                self._bundles_event = trio.Event()
+                await self._bundles_event.wait()
+            subject = self._bundles_due.pop()
+            reviews = self.store.reviews.about(subject)
+            reviews += await self._fetch_bundle(subject)
+            if reviews:
+                network.put_dht(reviews_key(subject), pack_bundle(reviews))
+
+    async def _fetch_bundle(self, subject: bytes) -> list[Review]:
+        """The reviews of ``subject``'s DHT bundle, each stored here too (and
+        announced) when new; [] when there is none, or it is invalid."""
+        from p2pmarket.network.dht import reviews_key, unpack_bundle
+
+        data = await self._require_network().get_dht(reviews_key(subject))
+        if data is None:
+            return []
+        try:
+            reviews = unpack_bundle(data, subject, self.now())
+        except InvalidRecord:
+            return []
+        for change in self.store.put_many(reviews):
+            self._announce(change.record, change.outcome, "dht")
+        return reviews
 
     async def _catalogue_loop(self) -> None:
         import trio
@@ -806,9 +885,26 @@ class Node:
         # Within the control client's patience: what arrived by then is returned.
         with trio.move_on_after(_SELLER_DEADLINE):
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._fetch_about, key)
                 for listing_id in wanted:
                     nursery.start_soon(fetch, listing_id)
         return self.store.by_seller(key, self.now())
+
+    async def _fetch_about(self, key: bytes) -> None:
+        """The key's profile and review bundle from the DHT, into the cache."""
+        from p2pmarket.network.dht import profile_key
+
+        data = await self._require_network().get_dht(profile_key(key))
+        if data is not None:
+            self._accept_remote(data, "dht", None)
+        await self._fetch_bundle(key)
+
+    async def fetch_reviews(self, peer: bytes | str) -> list[Review]:
+        """Read the reviews about a peer from the DHT (keeping the ones that are
+        new here) and its profile; return every review about it we now hold."""
+        key = _peer_key(peer)
+        await self._fetch_about(key)
+        return self.store.reviews.about(key)
 
     # -- direct messages ------------------------------------------------------
 
@@ -946,6 +1042,55 @@ class Node:
     def profile(self, owner: bytes | None = None) -> Profile | None:
         return self.store.get_profile(owner or self.public_key)
 
+    # -- reviews and reputation ------------------------------------------------------
+
+    @property
+    def _rated(self) -> Ratings:
+        if self._ratings is None:
+            from p2pmarket.ratings import Ratings
+
+            self._ratings = Ratings(self.store, self.store.get_profile)
+        return self._ratings
+
+    def review(self, trade_id: bytes | str, *, stars: int, text: str = "") -> Review:
+        """Review the other party of a completed trade of ours. The review embeds
+        the contract both signed, is gossiped, synced and put in the DHT, and is
+        kept by everyone; reviewing the same trade again replaces the review."""
+        view = self.get_trade(trade_id)
+        if view.contract is None or view.state.value != "completed":
+            raise InvalidInput(
+                f"only a completed trade can be reviewed (this one is {view.state.value})"
+            )
+        if type(stars) is not int or not 1 <= stars <= 5:
+            raise InvalidInput("stars must be a whole number from 1 to 5")
+        other = view.seller if self.public_key == view.buyer else view.buyer
+        held = self.store.reviews.get(view.trade, self.public_key)
+        draft = Review(
+            reviewer=self.public_key,
+            subject=other,
+            seq=held.seq + 1 if held else 1,
+            stars=stars,
+            text=text.strip(),
+            contract=view.contract,
+            created=self.now(),
+        )
+        return self._publish(draft)
+
+    def reviews(self, peer: bytes | str | None = None, *, written: bool = False) -> list[Review]:
+        """The reviews about a peer (us by default), newest first; with
+        ``written``, the reviews it wrote instead. From the local cache."""
+        key = self.public_key if peer is None else _peer_key(peer)
+        reviews = self.store.reviews
+        return reviews.by(key) if written else reviews.about(key)
+
+    def reputation(self, peer: bytes | str | None = None) -> Reputation:
+        """A peer's reputation (ours by default) from the reviews held here."""
+        return self._rated.of(self.public_key if peer is None else _peer_key(peer))
+
+    def sellers(self, keys: Sequence[bytes]) -> list[SellerInfo]:
+        """Name, location and reputation of each seller, e.g. beside search results."""
+        return self._rated.sellers(_peer_key(key) for key in keys)
+
     def set_profile(
         self, *, name: str, bio: str = "", contacts: Sequence[str] = (), location: str = ""
     ) -> Profile:
@@ -991,11 +1136,13 @@ async def open_node(
         node.close()
 
 
-def _on_its_topics(record: Listing | Tombstone | Profile, topic_ids: tuple[str, ...]) -> bool:
+def _on_its_topics(record: Record, topic_ids: tuple[str, ...]) -> bool:
     from p2pmarket.network import topics
 
     if isinstance(record, Profile):
         return set(topic_ids) == {topics.PROFILES}
+    if isinstance(record, Review):
+        return set(topic_ids) == {topics.REVIEWS}
     if isinstance(record, Listing):
         return sorted(topic_ids) == sorted(topics.listing_topics(record.category))
     # A tombstone names no category: the market-wide topic and exactly one other.
@@ -1007,9 +1154,11 @@ def _on_its_topics(record: Listing | Tombstone | Profile, topic_ids: tuple[str, 
     )
 
 
-def _event(record: Listing | Tombstone | Profile, outcome: Outcome, source: Source) -> Event:
+def _event(record: Record, outcome: Outcome, source: Source) -> Event:
     if isinstance(record, Profile):
         return ProfileUpdated(record, source)
+    if isinstance(record, Review):
+        return ReviewAdded(record, source)
     if isinstance(record, Tombstone):
         return ListingWithdrawn(record, source)
     if outcome is Outcome.ADDED:

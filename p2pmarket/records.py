@@ -1,4 +1,4 @@
-"""Signed records: listings, withdrawals (tombstones) and profiles.
+"""Signed records: listings, withdrawals (tombstones), profiles and reviews.
 
 Pure data and pure functions: no I/O, no clock (``now`` is always passed in).
 
@@ -24,6 +24,7 @@ import msgpack
 
 from p2pmarket.errors import InvalidInput, InvalidRecord, StoreError
 from p2pmarket.money import CURRENCIES, MAX_MINOR_UNITS
+from p2pmarket.trade import Contract, parse_terms
 
 FORMAT_VERSION: Final = 1
 MAX_RECORD_BYTES: Final = 8192
@@ -46,6 +47,7 @@ MAX_NAME: Final = 64
 MAX_BIO: Final = 1000
 MAX_CONTACTS: Final = 5
 MAX_CONTACT: Final = 100
+MAX_REVIEW: Final = 1000
 
 KINDS: Final = ("sell", "wanted")
 Kind: TypeAlias = Literal["sell", "wanted"]
@@ -55,6 +57,7 @@ DOMAIN: Final = {
     "tombstone": b"p2pmarket/tombstone/v1\x00",
     "profile": b"p2pmarket/profile/v1\x00",
     "catalogue": b"p2pmarket/catalogue/v1\x00",
+    "review": b"p2pmarket/review/v1\x00",
 }
 _ID_DOMAIN: Final = b"p2pmarket/listing-id/v1\x00"
 
@@ -78,14 +81,18 @@ def listing_id(seller: bytes, nonce: bytes) -> bytes:
 
 
 # Sync keys name a record in the set that catch-up sync reconciles: a listing and
-# its tombstone share one, a profile has its owner's.
+# its tombstone share one, a profile has its owner's, a review its trade's and
+# reviewer's (one review per party per trade).
 SYNC_LISTING: Final = b"L"
 SYNC_PROFILE: Final = b"F"
+SYNC_REVIEW: Final = b"V"
 
 
-def sync_key(record: Listing | Tombstone | Profile) -> bytes:
+def sync_key(record: Record) -> bytes:
     if isinstance(record, Profile):
         return SYNC_PROFILE + record.owner
+    if isinstance(record, Review):
+        return SYNC_REVIEW + record.key
     return SYNC_LISTING + record.id
 
 
@@ -216,7 +223,61 @@ class Profile:
         }
 
 
-Record: TypeAlias = Listing | Tombstone | Profile
+def contract_fields(contract: Contract) -> list[Any]:
+    """A contract's wire form inside a review: everything a stranger needs to check
+    both signatures."""
+    return [
+        contract.trade,
+        contract.buyer,
+        contract.seller,
+        contract.terms.fields(),
+        contract.proposed,
+        contract.proposer,
+        contract.proposer_signature,
+        contract.acceptor_signature,
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    """One party's word on a trade, with the contract signed by both embedded, so
+    anyone can check that the reviewer and the reviewed key traded with each
+    other. One per party per trade: a higher ``seq`` replaces."""
+
+    reviewer: bytes
+    subject: bytes  # the other party of the contract
+    seq: int
+    stars: int  # 1 to 5
+    text: str
+    contract: Contract
+    created: int
+    signature: bytes = b""
+    encoded: bytes = field(default=b"", compare=False, repr=False)
+
+    @property
+    def key(self) -> bytes:
+        """Trade id + reviewer: what a newer version of this review replaces."""
+        return self.contract.trade + self.reviewer
+
+    @property
+    def reviewer_role(self) -> Literal["buyer", "seller"]:
+        return "buyer" if self.reviewer == self.contract.buyer else "seller"
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "contract": contract_fields(self.contract),
+            "reviewer": self.reviewer,
+            "seq": self.seq,
+            "stars": self.stars,
+            "subject": self.subject,
+            "text": self.text,
+            "ts": self.created,
+            "type": "review",
+            "v": FORMAT_VERSION,
+        }
+
+
+Record: TypeAlias = Listing | Tombstone | Profile | Review
 
 # A catalogue of ~22 bytes an entry fits 300 entries in one record; a seller with
 # more live listings publishes the 300 newest (the rest still travel by gossip).
@@ -252,7 +313,23 @@ def _type_name(record: Record | Catalogue) -> str:
 
 
 def author(record: Record | Catalogue) -> bytes:
-    return record.owner if isinstance(record, Profile) else record.seller
+    if isinstance(record, Profile):
+        return record.owner
+    if isinstance(record, Review):
+        return record.reviewer
+    return record.seller
+
+
+def signatures(record: Record, message: bytes) -> list[tuple[bytes, bytes, bytes]]:
+    """Every (key, message, signature) that must verify for ``record`` to be valid,
+    ``message`` being what its author signed (see :func:`decode_signed`): a review
+    also carries both parties' signatures on its contract."""
+    found = [(author(record), message, record.signature)]
+    if isinstance(record, Review):
+        contract = record.contract
+        found.append((contract.proposer, contract.message(), contract.proposer_signature))
+        found.append((contract.acceptor, contract.message(), contract.acceptor_signature))
+    return found
 
 
 # ---------------------------------------------------------------------------
@@ -284,7 +361,7 @@ def encode(record: Record | Catalogue) -> bytes:
     return _pack_signed(record)
 
 
-_R = TypeVar("_R", Listing, Tombstone, Profile, Catalogue)
+_R = TypeVar("_R", Listing, Tombstone, Profile, Review, Catalogue)
 
 
 def sign(record: _R, sign_fn: Callable[[bytes], bytes]) -> _R:
@@ -389,6 +466,7 @@ _LISTING_KEYS: Final = frozenset(
 _TOMBSTONE_KEYS: Final = frozenset("exp nonce seller seq sig ts type v".split())
 _PROFILE_KEYS: Final = frozenset("bio contacts loc name owner seq sig ts type v".split())
 _CATALOGUE_KEYS: Final = frozenset("items seller seq sig ts type v".split())
+_REVIEW_KEYS: Final = frozenset("contract reviewer seq sig stars subject text ts type v".split())
 
 
 def _listing(f: _Fields, now: int) -> Listing:
@@ -489,11 +567,56 @@ def _catalogue(f: _Fields, now: int) -> Catalogue:
     )
 
 
+def _contract(f: _Fields) -> Contract:
+    doc = f.get("contract")
+    if not isinstance(doc, list) or len(doc) != 8:
+        raise f.fail("contract", "must be the 8 fields of a trade contract")
+    trade, buyer, seller, terms, proposed, proposer, proposer_sig, acceptor_sig = doc
+    sizes = [(trade, 16), (buyer, 32), (seller, 32), (proposer, 32)]
+    sizes += [(proposer_sig, 64), (acceptor_sig, 64)]
+    if not all(isinstance(value, bytes) and len(value) == size for value, size in sizes):
+        raise f.fail("contract", "has a trade id, key or signature of the wrong size")
+    if type(proposed) is not int or not EARLIEST <= proposed <= MAX_SEQ:
+        raise f.fail("contract", "has no valid time the terms were proposed")
+    try:
+        parsed = parse_terms(terms)
+    except ValueError as exc:
+        raise f.fail("contract", str(exc)) from None
+    if parsed is None or buyer == seller or proposer not in (buyer, seller):
+        raise f.fail("contract", "is not between two parties who both signed it")
+    return Contract(trade, buyer, seller, parsed, proposed, proposer, proposer_sig, acceptor_sig)
+
+
+def _review(f: _Fields, now: int) -> Review:
+    f.only(_REVIEW_KEYS)
+    created, _ = f.times(now, lifetime=False)
+    contract = _contract(f)
+    reviewer = f.bytes_("reviewer", 32)
+    subject = f.bytes_("subject", 32)
+    if reviewer not in (contract.buyer, contract.seller):
+        raise f.fail("reviewer", "is not a party to the contract")
+    other = contract.seller if reviewer == contract.buyer else contract.buyer
+    if subject != other:
+        raise f.fail("subject", "is not the other party to the contract")
+    return Review(
+        reviewer=reviewer,
+        subject=subject,
+        seq=f.int_("seq", 1, MAX_SEQ),
+        stars=f.int_("stars", 1, 5),
+        text=f.text("text", MAX_REVIEW, one_line=False),
+        contract=contract,
+        created=created,
+        signature=f.bytes_("sig", 64),
+        encoded=f.data,
+    )
+
+
 # Records the store keeps; a catalogue lives only in the DHT and has its own entry point.
 _CHECKERS: Final[dict[str, Callable[[_Fields, int], Record]]] = {
     "listing": _listing,
     "tombstone": _tombstone,
     "profile": _profile,
+    "review": _review,
 }
 _ALL_CHECKERS: Final[dict[str, Callable[[_Fields, int], Record | Catalogue]]] = {
     **_CHECKERS,
@@ -576,6 +699,8 @@ def _verified(record: _V) -> _V:
 
     if not verify(author(record), signed_message(record), record.signature):
         raise InvalidRecord("sig", f"the {_type_name(record)}'s signature does not verify")
+    if isinstance(record, Review) and not record.contract.verify():
+        raise InvalidRecord("review.contract", "is not signed by both of its parties")
     return record
 
 

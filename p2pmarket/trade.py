@@ -40,7 +40,7 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgpack
 
@@ -358,6 +358,14 @@ def unpack_move(data: bytes) -> Move:
     if not isinstance(doc, list) or len(doc) != 10 or doc[0] != 1:
         raise ValueError("a trade move is [1, trade, author, kind, parent, seq, time, terms, …]")
     _, trade, author, kind, parent, seq, time, terms, seller, signature = doc
+    try:
+        return _move(trade, author, kind, parent, seq, time, terms, seller, signature)
+    except ValueError as exc:
+        raise ValueError(f"a malformed trade move: {exc}") from None
+
+
+def _move(*fields: Any) -> Move:
+    trade, author, kind, parent, seq, time, terms, seller, signature = fields
     _check(isinstance(trade, bytes) and len(trade) == 16, "its trade id is not 16 bytes")
     _check(isinstance(author, bytes) and len(author) == 32, "its author is not a 32-byte key")
     _check(kind in _KINDS, f"unknown kind {kind!r:.40}")
@@ -366,10 +374,12 @@ def unpack_move(data: bytes) -> Move:
     _check(type(time) is int and 0 <= time < 2**40, "its time is not a Unix time")
     _check(isinstance(seller, bytes) and len(seller) in (0, 32), "its seller is not a key")
     _check(isinstance(signature, bytes) and len(signature) in (0, 64), "its signature is bad")
-    return Move(trade, author, kind, parent, seq, time, _terms(terms), seller, signature)
+    return Move(trade, author, kind, parent, seq, time, parse_terms(terms), seller, signature)
 
 
-def _terms(doc: object) -> Terms | None:
+def parse_terms(doc: object) -> Terms | None:
+    """Terms from their wire form (:meth:`Terms.fields`), None for none; ValueError,
+    saying why, for anything malformed. Shared by moves and by reviews' contracts."""
     if doc is None:
         return None
     _check(isinstance(doc, list) and len(doc) == 7, "its terms are not 7 fields")
@@ -393,4 +403,4 @@ def _terms(doc: object) -> Terms | None:
 
 def _check(ok: bool, why: str) -> None:
     if not ok:
-        raise ValueError(f"a malformed trade move: {why}")
+        raise ValueError(why)

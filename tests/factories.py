@@ -14,7 +14,8 @@ import msgpack
 
 from p2pmarket import records
 from p2pmarket.crypto.signing import Signer
-from p2pmarket.records import DAY, Listing, Profile, Tombstone
+from p2pmarket.records import DAY, Listing, Profile, Review, Tombstone
+from p2pmarket.trade import Contract, Terms, make_move, make_offer, resolve
 
 # 2025-06-15T15:06:40Z: a fixed "now" for every test that does not move the clock.
 NOW = 1_750_000_000
@@ -105,6 +106,46 @@ def signed_profile(signer: Signer = SELLER, **overrides: Any) -> Profile:
     return signed
 
 
+def agreed_contract(
+    buyer: Signer = OTHER,
+    seller: Signer = SELLER,
+    *,
+    trade: bytes = b"\x0a" * 16,
+    price: int = 150_000_000,
+    when: int = NOW,
+) -> Contract:
+    """A contract both parties really signed: the buyer's offer, the seller's accept."""
+    terms = Terms(b"\x0b" * 16, 1, price, "IDR", 1, "COD di Malioboro", b"\x0c" * 32)
+    offer = make_offer(buyer, seller.public_key, terms, when, trade)
+    view = resolve([offer], trade, when)
+    assert view is not None
+    accept = make_move(seller, view, "accept", 1, when)
+    agreed = resolve([offer, accept], trade, when)
+    assert agreed is not None and agreed.contract is not None
+    return agreed.contract
+
+
+def signed_review(
+    reviewer: Signer = OTHER, contract: Contract | None = None, **overrides: Any
+) -> Review:
+    """A review of ``contract`` (default: OTHER bought from SELLER) by ``reviewer``."""
+    contract = contract or agreed_contract()
+    subject = contract.seller if reviewer.public_key == contract.buyer else contract.buyer
+    fields: dict[str, Any] = {
+        "reviewer": reviewer.public_key,
+        "subject": subject,
+        "seq": 1,
+        "stars": 5,
+        "text": "Sepeda sesuai foto, penjual ramah.",
+        "contract": contract,
+        "created": NOW,
+    }
+    fields.update(overrides)
+    signed = records.sign(Review(**fields), reviewer.sign)
+    assert isinstance(signed, Review)
+    return signed
+
+
 def updated(listing: Listing, signer: Signer = SELLER, **changes: Any) -> Listing:
     """The next version (seq + 1 unless given) of ``listing`` with ``changes``, signed."""
     changes.setdefault("seq", listing.seq + 1)
@@ -140,6 +181,8 @@ def _wire_key_order(type_name: object) -> list[str]:
         reference = signed_tombstone(signed_listing())
     elif type_name == "profile":
         reference = signed_profile()
+    elif type_name == "review":
+        reference = signed_review()
     else:
         reference = signed_listing()
     return list(msgpack.unpackb(records.encode(reference), raw=False))

@@ -60,3 +60,8 @@ def verify_batch(batch: list[tuple[bytes, bytes, bytes]]) -> list[bool]:
     function of a module that imports only PyNaCl, so a spawned worker process
     that runs it starts quickly."""
     return [verify(pk, message, sig) for pk, message, sig in batch]
+
+
+def verify_groups(groups: list[list[tuple[bytes, bytes, bytes]]]) -> list[bool]:
+    """For each group of triples (one record's signatures), whether all verify."""
+    return [all(verify(pk, message, sig) for pk, message, sig in group) for group in groups]

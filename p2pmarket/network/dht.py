@@ -2,10 +2,19 @@
 
     /p2pmarket-listing/<listing id, base32>                 the newest listing or tombstone
     /p2pmarket-catalogue/<BLAKE2b-128 of seller key, base32> the seller's newest catalogue
+    /p2pmarket-profile/<BLAKE2b-128 of owner key, base32>    the owner's newest profile
+    /p2pmarket-reviews/<BLAKE2b-128 of reviewed key, base32> a bundle of reviews about the key
 
 Keys stay at most 50 bytes: a py-libp2p 0.8.1 DHT server ignores a FIND_NODE whose
 key is longer and not a multihash, which would silently stop every lookup for
 that key at the first hop. So a catalogue key holds a hash of the seller's key.
+
+A review bundle is a msgpack list of up to :data:`MAX_BUNDLE` review records
+about one key, in (trade, reviewer) order, one per party per trade. No single
+author can sign a set of others' reviews, so every review in it is checked on
+its own, and whoever adds a review reads the bundle, merges, and puts it back
+(see :func:`merge_bundle`); of two bundles the larger wins. A lost concurrent
+merge is repaired by the next one: each reviewer puts again on every start.
 
 A value is accepted only if it is a valid signed record (the same checks as
 gossip and import) whose id is bound to the key: a listing's id is derived from
@@ -18,28 +27,46 @@ puts, so the choice must not depend on the order of ``values``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Final
 
+import msgpack
 from libp2p.records.validator import Validator
 
 from p2pmarket import records
 from p2pmarket.errors import InvalidRecord
-from p2pmarket.records import Catalogue, Profile, Tombstone
+from p2pmarket.records import Catalogue, Listing, Profile, Review, Tombstone
 
 LISTING_NS: Final = "p2pmarket-listing"
 CATALOGUE_NS: Final = "p2pmarket-catalogue"
+PROFILE_NS: Final = "p2pmarket-profile"
+REVIEWS_NS: Final = "p2pmarket-reviews"
 MAX_KEY_BYTES: Final = 50
+MAX_BUNDLE: Final = 64  # reviews in one bundle: the newest are kept
 _CATALOGUE_KEY_DOMAIN: Final = b"p2pmarket/catalogue-key/v1\x00"
+_PROFILE_KEY_DOMAIN: Final = b"p2pmarket/profile-key/v1\x00"
+_REVIEWS_KEY_DOMAIN: Final = b"p2pmarket/reviews-key/v1\x00"
 
 
 def listing_key(listing_id: bytes) -> str:
     return f"/{LISTING_NS}/{records.format_id(listing_id)}"
 
 
+def _hashed_key(namespace: str, domain: bytes, key: bytes) -> str:
+    digest = hashlib.blake2b(domain + key, digest_size=16).digest()
+    return f"/{namespace}/{records.format_id(digest)}"
+
+
 def catalogue_key(seller: bytes) -> str:
-    digest = hashlib.blake2b(_CATALOGUE_KEY_DOMAIN + seller, digest_size=16).digest()
-    return f"/{CATALOGUE_NS}/{records.format_id(digest)}"
+    return _hashed_key(CATALOGUE_NS, _CATALOGUE_KEY_DOMAIN, seller)
+
+
+def profile_key(owner: bytes) -> str:
+    return _hashed_key(PROFILE_NS, _PROFILE_KEY_DOMAIN, owner)
+
+
+def reviews_key(subject: bytes) -> str:
+    return _hashed_key(REVIEWS_NS, _REVIEWS_KEY_DOMAIN, subject)
 
 
 def _rank(seq: int, value: bytes, tombstone: bool) -> tuple[int, bool, bytes]:
@@ -54,7 +81,7 @@ class ListingValidator(Validator):
 
     def check(self, key: str, value: bytes) -> records.Listing | Tombstone:
         record = records.validate(value, self._now())
-        if isinstance(record, Profile):
+        if not isinstance(record, Listing | Tombstone):
             raise InvalidRecord("type", "only listings and withdrawals live under this key")
         if key != listing_key(record.id):
             raise InvalidRecord("id", "the record's id does not match its DHT key")
@@ -67,7 +94,7 @@ class ListingValidator(Validator):
         ranks = []
         for value in values:
             record = records.load_trusted(value)  # validated when it was stored
-            assert not isinstance(record, Profile)
+            assert isinstance(record, Listing | Tombstone)
             ranks.append(_rank(record.seq, value, isinstance(record, Tombstone)))
         return max(range(len(values)), key=ranks.__getitem__)
 
@@ -93,4 +120,88 @@ class CatalogueValidator(Validator):
             except InvalidRecord:
                 seq = -1
             ranks.append(_rank(seq, value, False))
+        return max(range(len(values)), key=ranks.__getitem__)
+
+
+class ProfileValidator(Validator):
+    def __init__(self, now: Callable[[], int]) -> None:
+        self._now = now
+
+    def check(self, key: str, value: bytes) -> Profile:
+        record = records.validate(value, self._now())
+        if not isinstance(record, Profile) or key != profile_key(record.owner):
+            raise InvalidRecord("owner", "only its owner's profile lives under this key")
+        return record
+
+    def validate(self, key: str, value: bytes) -> None:
+        self.check(key, value)
+
+    def select(self, key: str, values: list[bytes]) -> int:
+        ranks = []
+        for value in values:
+            record = records.load_trusted(value)
+            ranks.append(_rank(record.seq if isinstance(record, Profile) else -1, value, False))
+        return max(range(len(values)), key=ranks.__getitem__)
+
+
+def pack_bundle(reviews: Iterable[Review]) -> bytes:
+    """The bundle of ``reviews`` (all about one key): the newest version of each
+    (trade, reviewer), the :data:`MAX_BUNDLE` most recently written kept."""
+    newest: dict[bytes, Review] = {}
+    for review in reviews:
+        held = newest.get(review.key)
+        if held is None or review.seq > held.seq:
+            newest[review.key] = review
+    kept = sorted(newest.values(), key=lambda r: (r.created, r.key), reverse=True)[:MAX_BUNDLE]
+    data: bytes = msgpack.packb(
+        [records.encode(r) for r in sorted(kept, key=lambda r: r.key)], use_bin_type=True
+    )
+    return data
+
+
+def unpack_bundle(data: bytes, subject: bytes | None, now: int) -> list[Review]:
+    """Every review of a bundle, each fully checked and about ``subject`` (when
+    given); InvalidRecord for a malformed bundle or any bad review in it."""
+    try:
+        items = msgpack.unpackb(data, raw=False, max_bin_len=records.MAX_RECORD_BYTES)
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError):
+        raise InvalidRecord(None, "a review bundle is not msgpack") from None
+    if not isinstance(items, list) or not 0 < len(items) <= MAX_BUNDLE:
+        raise InvalidRecord(None, f"a review bundle is a list of 1 to {MAX_BUNDLE} reviews")
+    reviews = []
+    for item in items:
+        if not isinstance(item, bytes):
+            raise InvalidRecord(None, "a review bundle holds encoded reviews")
+        review = records.validate(item, now)
+        if not isinstance(review, Review) or (subject is not None and review.subject != subject):
+            raise InvalidRecord("subject", "a bundle holds reviews about one key")
+        reviews.append(review)
+    keys = [r.key for r in reviews]
+    if keys != sorted(set(keys)) or len({r.subject for r in reviews}) != 1:
+        raise InvalidRecord(None, "a review bundle is not in canonical order")
+    return reviews
+
+
+class ReviewsValidator(Validator):
+    def __init__(self, now: Callable[[], int]) -> None:
+        self._now = now
+
+    def check(self, key: str, value: bytes) -> list[Review]:
+        reviews = unpack_bundle(value, None, self._now())
+        if key != reviews_key(reviews[0].subject):
+            raise InvalidRecord("subject", "the reviews are not about this key's owner")
+        return reviews
+
+    def validate(self, key: str, value: bytes) -> None:
+        self.check(key, value)
+
+    def select(self, key: str, values: list[bytes]) -> int:
+        # The bundle with more reviews; both were validated when they were stored.
+        ranks = []
+        for value in values:
+            try:
+                count = len(msgpack.unpackb(value, raw=False))
+            except (ValueError, TypeError, msgpack.UnpackException):
+                count = -1
+            ranks.append(_rank(count, value, False))
         return max(range(len(values)), key=ranks.__getitem__)

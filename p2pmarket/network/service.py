@@ -50,8 +50,12 @@ from p2pmarket.network.config import NetworkConfig, Verdict
 from p2pmarket.network.dht import (
     CATALOGUE_NS,
     LISTING_NS,
+    PROFILE_NS,
+    REVIEWS_NS,
     CatalogueValidator,
     ListingValidator,
+    ProfileValidator,
+    ReviewsValidator,
 )
 from p2pmarket.network.mailbox import MAILBOX_PROTOCOL, MailboxService, MailHolder
 from p2pmarket.network.messaging import Messenger, OnEnvelope
@@ -289,6 +293,8 @@ class Network:
                 {
                     LISTING_NS: ListingValidator(self._now),
                     CATALOGUE_NS: CatalogueValidator(self._now),
+                    PROFILE_NS: ProfileValidator(self._now),
+                    REVIEWS_NS: ReviewsValidator(self._now),
                 }
             ),
             validator_changed=True,

@@ -7,6 +7,8 @@ cares about a few categories (a phone on a metered link) subscribes only to
 those. One message carries both topic ids, so it is sent, validated and counted
 once, and message-id deduplication stops it from looping between the two meshes.
 A node never subscribes to both kinds, so its validator runs once per message.
+Profiles and reviews have a topic each, which every node subscribes to: they
+are small, and they are what makes a stranger's listing worth trusting.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from p2pmarket.records import CATEGORY_RE
 PREFIX: Final = "p2pmarket/1"
 ALL_LISTINGS: Final = f"{PREFIX}/listings"
 PROFILES: Final = f"{PREFIX}/profiles"
+REVIEWS: Final = f"{PREFIX}/reviews"
 
 
 def category_topic(category: str) -> str:
@@ -35,11 +38,11 @@ def listing_topics(category: str) -> list[str]:
 def subscriptions(follow: Sequence[str]) -> list[str]:
     """The topics a node subscribes to: everything, or only the ``follow`` categories."""
     if not follow:
-        return [ALL_LISTINGS, PROFILES]
+        return [ALL_LISTINGS, PROFILES, REVIEWS]
     topics = []
     for category in follow:
         top = category.strip().lower().split("/", 1)[0]
         if not CATEGORY_RE.match(top):
             raise InvalidInput(f"follow: {category!r} is not a category")
         topics.append(category_topic(top))
-    return [*dict.fromkeys(topics), PROFILES]
+    return [*dict.fromkeys(topics), PROFILES, REVIEWS]

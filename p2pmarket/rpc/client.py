@@ -26,11 +26,12 @@ from typing import TYPE_CHECKING, Final, TypeVar
 from p2pmarket.errors import P2PMarketError
 from p2pmarket.events import Event, NodeStatus, PeerInfo, SyncProgress, SyncStatus
 from p2pmarket.node import EVENT_BUFFER
-from p2pmarket.records import Kind, Listing, Profile, Tombstone
+from p2pmarket.records import Kind, Listing, Profile, Review, Tombstone
 from p2pmarket.rpc import codec
 from p2pmarket.rpc.codec import ProtocolError
 from p2pmarket.store.messages import Message, Thread
 from p2pmarket.store.search import Page, Sort
+from p2pmarket.reputation import Reputation, SellerInfo
 from p2pmarket.trade import TradeView
 
 if TYPE_CHECKING:
@@ -327,6 +328,7 @@ class Client:
         location: str | None = None,
         seller: bytes | None = None,
         sort: Sort = "newest",
+        min_rating: float | None = None,
         limit: int = 20,
         offset: int = 0,
     ) -> Page:
@@ -342,6 +344,7 @@ class Client:
                 "location": location,
                 "seller": seller,
                 "sort": sort,
+                "min_rating": min_rating,
                 "limit": limit,
                 "offset": offset,
             },
@@ -450,6 +453,24 @@ class Client:
 
     def get_trade(self, trade_id: bytes | str) -> TradeView:
         return _expect(self.call("get_trade", {"trade_id": trade_id}), TradeView, "get_trade")
+
+    def review(self, trade_id: bytes | str, *, stars: int, text: str = "") -> Review:
+        params = {"trade_id": trade_id, "stars": stars, "text": text}
+        return _expect(self.call("review", params), Review, "review")
+
+    def reviews(self, peer: bytes | str | None = None, *, written: bool = False) -> list[Review]:
+        result = self.call("reviews", {"peer": peer, "written": written})
+        return _expect_list(result, Review, "reviews")
+
+    def reputation(self, peer: bytes | str | None = None) -> Reputation:
+        return _expect(self.call("reputation", {"peer": peer}), Reputation, "reputation")
+
+    def sellers(self, keys: Sequence[bytes]) -> list[SellerInfo]:
+        return _expect_list(self.call("sellers", {"keys": list(keys)}), SellerInfo, "sellers")
+
+    def fetch_reviews(self, peer: bytes | str) -> list[Review]:
+        result = self.call("fetch_reviews", {"peer": peer}, timeout=NETWORK_TIMEOUT)
+        return _expect_list(result, Review, "fetch_reviews")
 
     def check_mail(self) -> int:
         result = self.call("check_mail", timeout=60.0)

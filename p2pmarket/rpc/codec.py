@@ -15,7 +15,7 @@ Values are msgpack's own (nil, bool, int, float, str, bin, array, map with str
 keys; a tuple travels as an array) plus two extension types, so that a user's map
 can never be mistaken for one of ours:
 
-* ext 1, a signed record (Listing, Tombstone, Profile): its canonical bytes;
+* ext 1, a signed record (Listing, Tombstone, Profile, Review): its canonical bytes;
 * ext 2, a dataclass from :data:`DATACLASSES`: a msgpack ``[name, {field: value}]``.
 
 Requests carry plain values only: the daemon turns nothing a client sends into a
@@ -56,7 +56,8 @@ NODE_METHODS: Final = frozenset(
         "collect_garbage export_listings import_listings profile set_profile "
         "status peers connect fetch_listing fetch_seller stop events "
         "sync start_sync sync_status send_message thread conversations mark_read "
-        "check_mail block unblock blocked offer trade_step trades get_trade"
+        "check_mail block unblock blocked offer trade_step trades get_trade "
+        "review reviews reputation sellers fetch_reviews"
     ).split()
 )
 
@@ -79,6 +80,9 @@ DATACLASSES: Final[Mapping[str, str]] = {
     "ListingUpdated": "p2pmarket.events",
     "ListingWithdrawn": "p2pmarket.events",
     "ProfileUpdated": "p2pmarket.events",
+    "ReviewAdded": "p2pmarket.events",
+    "Reputation": "p2pmarket.reputation",
+    "SellerInfo": "p2pmarket.reputation",
     "PeerConnected": "p2pmarket.events",
     "PeerDisconnected": "p2pmarket.events",
     "MessageReceived": "p2pmarket.events",
@@ -175,7 +179,7 @@ def _unpackb(data: bytes, ext_hook: typing.Callable[[int, bytes], object]) -> ob
 
 
 def _to_ext(value: object) -> msgpack.ExtType:
-    if isinstance(value, records.Listing | records.Tombstone | records.Profile):
+    if isinstance(value, records.Listing | records.Tombstone | records.Profile | records.Review):
         return msgpack.ExtType(_EXT_RECORD, records.encode(value))
     cls = type(value)
     if DATACLASSES.get(cls.__qualname__) == cls.__module__:

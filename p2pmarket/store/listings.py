@@ -1,4 +1,5 @@
-"""The listing cache: records by id under the seq rule, with their indexes.
+"""The record cache: listings by id under the seq rule with their indexes, and
+profiles and reviews (:mod:`p2pmarket.store.reviews`) by their authors.
 
 Rules (the same for every source: own writes, import, and later gossip and sync):
 
@@ -23,9 +24,10 @@ import plyvel
 
 from p2pmarket import records
 from p2pmarket.errors import StoreError
-from p2pmarket.records import Listing, Profile, Record, Tombstone
+from p2pmarket.records import Listing, Profile, Record, Review, Tombstone
 from p2pmarket.store import layout
 from p2pmarket.store.db import open_db
+from p2pmarket.store.reviews import Reviews
 from p2pmarket.store.search import Page, Query, Searcher
 from p2pmarket.store.terms import summary, term_keys
 
@@ -63,6 +65,7 @@ class ListingStore:
         # Bumped by every change to the set sync compares, so a sync snapshot of
         # the set can be reused while it is unchanged.
         self.generation = 0
+        self.reviews = Reviews(self._db)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -99,7 +102,7 @@ class ListingStore:
         if raw is None:
             return None
         record = records.load_trusted(raw)
-        assert not isinstance(record, Profile)
+        assert isinstance(record, Listing | Tombstone)
         return record
 
     def get(self, listing_id: bytes, now: int) -> Listing | Tombstone | None:
@@ -123,7 +126,7 @@ class ListingStore:
         """Every unexpired listing and tombstone, in id order (for export)."""
         for _, raw in self.db.iterator(prefix=layout.RECORD):
             record = records.load_trusted(raw)
-            if not isinstance(record, Profile) and record.expires > now:
+            if isinstance(record, Listing | Tombstone) and record.expires > now:
                 yield record
 
     def search(self, query: Query, now: int) -> Page:
@@ -150,6 +153,7 @@ class ListingStore:
         """
         pending: dict[bytes, Listing | Tombstone | None] = {}
         profiles: dict[bytes, Profile] = {}
+        reviews: dict[bytes, bytes] = {}
         changes: list[Change] = []
         count = self._count
         db = self.db
@@ -159,6 +163,10 @@ class ListingStore:
                 for record in batch:
                     if isinstance(record, Profile):
                         changes.append(Change(record, self._put_profile(wb, record, profiles)))
+                        continue
+                    if isinstance(record, Review):
+                        outcome = Outcome(self.reviews.put(wb, record, reviews))
+                        changes.append(Change(record, outcome))
                         continue
                     rid = record.id
                     current = pending[rid] if rid in pending else self.get_record(rid)
@@ -369,6 +377,10 @@ class ListingStore:
         if entry is None or entry[1] <= now or entry[2] & layout.EVICTED:
             return None
         kind, rest = key[:1], key[1:]
-        prefix = layout.RECORD if kind == records.SYNC_LISTING else layout.PROFILE
-        raw: bytes | None = self.db.get(prefix + rest)
+        prefix = {
+            records.SYNC_LISTING: layout.RECORD,
+            records.SYNC_PROFILE: layout.PROFILE,
+            records.SYNC_REVIEW: layout.REVIEW,
+        }.get(kind)
+        raw: bytes | None = None if prefix is None else self.db.get(prefix + rest)
         return raw

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import plyvel
 
 from p2pmarket import records
-from p2pmarket.records import Profile
+from p2pmarket.records import Listing, Profile, Tombstone
 from p2pmarket.store import layout
 
 
@@ -21,7 +21,7 @@ def _add_sync_index(db: plyvel.DB) -> None:
     with db.write_batch(transaction=True, sync=True) as wb:
         for _, raw in db.iterator(prefix=layout.RECORD):
             record = records.load_trusted(raw)
-            assert not isinstance(record, Profile)
+            assert isinstance(record, Listing | Tombstone)
             wb.put(
                 *layout.sync_entry(layout.listing_sync_key(record.id), record.seq, record.expires)
             )

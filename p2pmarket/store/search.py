@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from typing import Final, Literal
 
@@ -28,7 +28,7 @@ from p2pmarket.store.postings import Postings, TermPostings, UnionPostings, inte
 from p2pmarket.store.terms import KIND_CODES, listing_terms
 from p2pmarket.text import tokens
 
-Sort = Literal["newest", "price", "-price"]
+Sort = Literal["newest", "price", "-price", "rating"]
 # A prefix that matches more distinct terms than this is checked per candidate.
 MAX_PREFIX_TERMS: Final = 256
 # Price sorts with words sort their matches in memory up to this many; past it they
@@ -52,6 +52,9 @@ class Query:
     limit: int = 20
     offset: int = 0
     hide_sellers: frozenset[bytes] = frozenset()  # blocked by the user
+    # Rated sellers, best first: the order of sort="rating" (unrated sellers follow).
+    ranked: tuple[bytes, ...] = ()
+    only_sellers: frozenset[bytes] | None = None  # e.g. those over a minimum rating
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,16 +87,10 @@ class Searcher:
 
     def search(self, query: Query, now: int) -> Page:
         want = query.offset + query.limit
-        plan = self._plan(query)
-        if plan is None:
-            return Page([], more=False)
-        cursors, check_prefix = plan
-        check = _SummaryCheck(query, now, self._listings_of(query.hide_sellers))
-        if query.sort == "newest":
-            matches = self._matches(cursors, check_prefix, check)
-            hits = [sfx for sfx, _ in islice(matches, want + 1)]
+        if query.sort == "rating":
+            hits = self._rating_sorted(query, now, want + 1)
         else:
-            hits = self._price_sorted(query, cursors, check_prefix, check, want + 1)
+            hits = self._hits(query, now, want + 1)
         listings = []
         for sfx in hits[query.offset : want]:
             raw = self._db.get(layout.RECORD + layout.suffix_id(sfx))
@@ -102,6 +99,37 @@ class Searcher:
                 if isinstance(record, Listing):
                     listings.append(record)
         return Page(listings, more=len(hits) > want)
+
+    def _hits(self, query: Query, now: int, count: int) -> list[bytes]:
+        """The suffixes of the first ``count`` matches in the query's order."""
+        plan = self._plan(query)
+        if plan is None:
+            return []
+        cursors, check_prefix = plan
+        check = _SummaryCheck(query, now, self._listings_of(query.hide_sellers))
+        if query.sort in ("newest", "rating"):
+            return [sfx for sfx, _ in islice(self._matches(cursors, check_prefix, check), count)]
+        return self._price_sorted(query, cursors, check_prefix, check, count)
+
+    def _rating_sorted(self, query: Query, now: int, count: int) -> list[bytes]:
+        """Rated sellers' matches, best seller first (each seller's newest first),
+        then, unless only some sellers may match, everyone else's, newest first."""
+        hits: list[bytes] = []
+        for seller in query.ranked:
+            if (query.seller is not None and seller != query.seller) or (
+                query.only_sellers is not None and seller not in query.only_sellers
+            ):
+                continue
+            one = replace(query, seller=seller, sort="newest", only_sellers=None)
+            hits += self._hits(one, now, count - len(hits))
+            if len(hits) >= count:
+                return hits
+        if query.only_sellers is None:
+            hidden = query.hide_sellers | frozenset(query.ranked)
+            hits += self._hits(
+                replace(query, sort="newest", hide_sellers=hidden), now, count - len(hits)
+            )
+        return hits
 
     def _price_sorted(
         self,
@@ -152,6 +180,14 @@ class Searcher:
         if query.location:
             terms.extend(f"#l:{t}" for t in tokens(query.location))
         cursors: list[Postings] = [TermPostings(db, layout.term_prefix(t)) for t in terms]
+        if query.only_sellers is not None:
+            if not query.only_sellers:
+                return None
+            sellers = [
+                TermPostings(db, layout.term_prefix(f"#s:{seller.hex()}"))
+                for seller in sorted(query.only_sellers)
+            ]
+            cursors.append(sellers[0] if len(sellers) == 1 else UnionPostings(sellers))
         if not words:
             return cursors, None
         expansions = _expand_prefix(db, words[-1], MAX_PREFIX_TERMS)

@@ -22,11 +22,12 @@ def test_a_listing_travels_on_the_market_topic_and_its_top_level_category_topic(
 
 
 def test_a_default_node_follows_everything_and_a_follower_only_its_categories() -> None:
-    assert topics.subscriptions(()) == [topics.ALL_LISTINGS, topics.PROFILES]
+    assert topics.subscriptions(()) == [topics.ALL_LISTINGS, topics.PROFILES, topics.REVIEWS]
     assert topics.subscriptions(("vehicles/bicycles", "vehicles", "electronics")) == [
         "p2pmarket/1/listings/vehicles",
         "p2pmarket/1/listings/electronics",
         topics.PROFILES,
+        topics.REVIEWS,
     ]
     with pytest.raises(InvalidInput):
         topics.subscriptions(("Not A Category",))

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import msgpack
 import pytest
 import trio
-from factories import NOW, signed_listing, signed_profile, signed_tombstone
+from factories import NOW, signed_listing, signed_profile, signed_review, signed_tombstone
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -45,12 +45,14 @@ from p2pmarket.events import (
     PeerDisconnected,
     PeerInfo,
     ProfileUpdated,
+    ReviewAdded,
     SyncProgress,
     SyncStatus,
     TradeUpdated,
 )
 from p2pmarket.ingest import IngestReport
 from p2pmarket.node import Node
+from p2pmarket.reputation import Reputation, SellerInfo
 from p2pmarket.rpc import codec
 from p2pmarket.rpc.client import Client, ConnectionLost, DaemonNotRunning
 from p2pmarket.rpc.codec import DATACLASSES, MAX_FRAME, NODE_METHODS, ProtocolError
@@ -85,6 +87,9 @@ VIEW = TradeView(
     (b"\x08" * 16, b"\x09" * 16),
     CONTRACT,
 )
+
+REVIEW = signed_review()
+REPUTATION = Reputation(b"\x07" * 32, 3, 4.5, 3.9, 4, 1, 3, NOW)
 
 SAMPLES: dict[str, object] = {
     "Page": Page(listings=[LISTING, signed_listing(title="Helm sepeda")], more=True),
@@ -128,10 +133,18 @@ SAMPLES: dict[str, object] = {
     "ListingUpdated": ListingUpdated(LISTING, "dht"),
     "ListingWithdrawn": ListingWithdrawn(TOMBSTONE, "local"),
     "ProfileUpdated": ProfileUpdated(PROFILE, "import"),
+    "ReviewAdded": ReviewAdded(REVIEW, "gossip"),
+    "Reputation": REPUTATION,
+    "SellerInfo": SellerInfo(b"\x07" * 32, "Budi", "Yogyakarta", REPUTATION),
     "PeerConnected": PeerConnected(PEER, "/ip4/10.0.0.2/tcp/4001"),
     "PeerDisconnected": PeerDisconnected(PEER),
 }
-RECORDS: dict[str, object] = {"Listing": LISTING, "Tombstone": TOMBSTONE, "Profile": PROFILE}
+RECORDS: dict[str, object] = {
+    "Listing": LISTING,
+    "Tombstone": TOMBSTONE,
+    "Profile": PROFILE,
+    "Review": REVIEW,
+}
 
 
 # -- fixtures --------------------------------------------------------------------
@@ -472,6 +485,7 @@ async def test_client_methods_send_the_node_keyword_arguments(
                 "location": None,
                 "seller": b"\x01" * 32,
                 "sort": "newest",
+                "min_rating": None,
                 "limit": 5,
                 "offset": 0,
             },

@@ -1,0 +1,145 @@
+"""Reviews in the store, and the party index reputation is computed from.
+
+``V`` trade(16) reviewer(32) → the review record. One review per party per
+trade: a higher ``seq`` replaces, as for listings. Reviews never expire, and the
+store keeps everyone's: they are not hosted by the people they are about.
+
+``U`` key(32) other(32) trade(16) → ``PARTY``: the *party index*. A review by A
+about B on trade T writes two entries, ``U A B T`` (A gave stars) and ``U B A T``
+(B received them), so everything one key did with others is one prefix scan:
+whom it traded with, in which role, which stars it received and gave, and when.
+
+Writes go into the caller's WriteBatch, with the listing store's other changes,
+so a review and its index entries are stored together or not at all.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from typing import Final, Literal
+
+import plyvel
+
+from p2pmarket import records
+from p2pmarket.records import Review
+from p2pmarket.reputation import Dealing
+from p2pmarket.store import layout
+
+# role of the key (0 buyer, 1 seller), stars received, stars given (0: none), time
+PARTY: Final = struct.Struct(">BBBQ")
+_KEY: Final = 32
+
+
+def _party_key(key: bytes, other: bytes, trade: bytes) -> bytes:
+    return layout.PARTY + key + other + trade
+
+
+class Reviews:
+    """Reads and batch writes of reviews over one LevelDB."""
+
+    def __init__(self, db: plyvel.DB) -> None:
+        self._db = db
+
+    def get(self, trade: bytes, reviewer: bytes) -> Review | None:
+        raw = self._db.get(layout.REVIEW + trade + reviewer)
+        if raw is None:
+            return None
+        review = records.load_trusted(raw)
+        assert isinstance(review, Review)
+        return review
+
+    def put(
+        self, wb: plyvel.WriteBatch, review: Review, pending: dict[bytes, bytes]
+    ) -> Literal["added", "updated", "stale"]:
+        """Write ``review`` into ``wb`` if it is news (a higher seq than held);
+        ``pending`` holds what this batch wrote already, key → value."""
+        key = layout.REVIEW + review.key
+        raw = pending.get(key) or self._db.get(key)
+        if raw is not None and records.load_trusted(raw).seq >= review.seq:
+            return "stale"
+        data = records.encode(review)
+        wb.put(key, data)
+        pending[key] = data
+        wb.put(*layout.sync_entry(records.sync_key(review), review.seq, layout.NEVER))
+        contract = review.contract
+        for key_, other, received, given in (
+            (review.reviewer, review.subject, None, review.stars),
+            (review.subject, review.reviewer, review.stars, None),
+        ):
+            party = _party_key(key_, other, contract.trade)
+            old = pending.get(party) or self._db.get(party)
+            _, old_received, old_given, _ = PARTY.unpack(old) if old else (0, 0, 0, 0)
+            value = PARTY.pack(
+                0 if key_ == contract.buyer else 1,
+                old_received if received is None else received,
+                old_given if given is None else given,
+                contract.proposed,
+            )
+            wb.put(party, value)
+            pending[party] = value
+        return "added" if raw is None else "updated"
+
+    def dealings(self, key: bytes) -> list[Dealing]:
+        """Everything ``key`` did with others that a review shows."""
+        prefix = layout.PARTY + key
+        found = []
+        for party, value in self._db.iterator(prefix=prefix):
+            role, received, given, when = PARTY.unpack(value)
+            other, trade = party[len(prefix) : len(prefix) + _KEY], party[len(prefix) + _KEY :]
+            found.append(
+                Dealing(other, trade, "seller" if role else "buyer", received, given, when)
+            )
+        return found
+
+    def counterparties(self, key: bytes, *, besides: bytes, enough: int) -> int:
+        """How many others than ``besides`` ``key`` has dealt with, counted up to
+        ``enough`` (one seek per counterparty)."""
+        prefix = layout.PARTY + key
+        count = 0
+        it = self._db.iterator(prefix=prefix, include_value=False)
+        for party in it:
+            other = party[len(prefix) : len(prefix) + _KEY]
+            if other != besides:
+                count += 1
+                if count >= enough:
+                    break
+            it.seek(_after(prefix + other))
+        return count
+
+    def about(self, key: bytes) -> list[Review]:
+        """The reviews others wrote about ``key``, newest first."""
+        found = []
+        for dealing in self.dealings(key):
+            if dealing.received:
+                review = self.get(dealing.trade, dealing.other)
+                if review is not None:
+                    found.append(review)
+        return sorted(found, key=lambda r: (r.created, r.key), reverse=True)
+
+    def by(self, key: bytes) -> list[Review]:
+        """The reviews ``key`` wrote, newest first."""
+        found = []
+        for dealing in self.dealings(key):
+            if dealing.given:
+                review = self.get(dealing.trade, key)
+                if review is not None:
+                    found.append(review)
+        return sorted(found, key=lambda r: (r.created, r.key), reverse=True)
+
+    def reviewed(self) -> Iterator[bytes]:
+        """Every key that received at least one review, in key order."""
+        it = self._db.iterator(prefix=layout.PARTY)
+        for party, value in it:
+            key = party[1 : 1 + _KEY]
+            if PARTY.unpack(value)[1]:
+                yield key
+                it.seek(_after(layout.PARTY + key))
+
+    def count(self) -> int:
+        return sum(1 for _ in self._db.iterator(prefix=layout.REVIEW, include_value=False))
+
+
+def _after(prefix: bytes) -> bytes:
+    """The first key past every key that starts with ``prefix``."""
+    return (int.from_bytes(prefix, "big") + 1).to_bytes(len(prefix), "big")
