@@ -27,11 +27,11 @@ from p2pmarket.errors import P2PMarketError
 from p2pmarket.events import Event, NodeStatus, PeerInfo, SyncProgress, SyncStatus
 from p2pmarket.node import EVENT_BUFFER
 from p2pmarket.records import Kind, Listing, Profile, Review, Tombstone
+from p2pmarket.reputation import Reputation, SellerInfo
 from p2pmarket.rpc import codec
 from p2pmarket.rpc.codec import ProtocolError
 from p2pmarket.store.messages import Message, Thread
 from p2pmarket.store.search import Page, Sort
-from p2pmarket.reputation import Reputation, SellerInfo
 from p2pmarket.trade import TradeView
 
 if TYPE_CHECKING:
