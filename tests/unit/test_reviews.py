@@ -274,7 +274,7 @@ def test_a_review_bundle_holds_valid_reviews_about_its_key_only() -> None:
         signed_review(key(60 + n), agreed_contract(key(60 + n), SELLER, trade=trade_id(n)))
         for n in range(3)
     ]
-    bundle = pack_bundle(reviews + [replace(reviews[0], encoded=b"")])  # a duplicate, merged
+    bundle = pack_bundle([*reviews, replace(reviews[0], encoded=b"")])  # a duplicate, merged
     validator = ReviewsValidator(lambda: NOW)
 
     assert sorted(validator.check(reviews_key(SELLER.public_key), bundle), key=lambda r: r.key) == (
