@@ -71,6 +71,7 @@ class SortChoice(enum.StrEnum):
     newest = "newest"
     price = "price"
     price_desc = "-price"
+    rating = "rating"
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
@@ -509,17 +510,20 @@ def search(
     max_price: Annotated[str | None, typer.Option(help="In the currency's units.")] = None,
     location: Annotated[str | None, typer.Option(help="Words the location must contain.")] = None,
     seller: Annotated[str | None, typer.Option(help="A seller's peer id.")] = None,
-    sort: Annotated[SortChoice, typer.Option(help="newest, price or -price.")] = (
-        SortChoice.newest
-    ),
+    sort: Annotated[
+        SortChoice, typer.Option(help="newest, price, -price or rating (best sellers first).")
+    ] = SortChoice.newest,
+    min_rating: Annotated[
+        float | None, typer.Option(min=1, max=5, help="Only sellers rated at least this (1-5).")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
     offset: Annotated[int, typer.Option(min=0, max=100_000)] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Search the local listing cache (works offline). The last word also matches as a
-    prefix: `sepe` finds `sepeda`."""
+    prefix: `sepe` finds `sepeda`. Each hit shows its seller's name and rating."""
     from p2pmarket.crypto.peer_id import public_key_from_peer_id
-    from p2pmarket.display import listing_json, listing_line, syncing_note
+    from p2pmarket.display import listing_line, seller_listing_json, syncing_note
 
     with _open() as node:
         code = currency
@@ -536,14 +540,17 @@ def search(
             location=location,
             seller=public_key_from_peer_id(seller) if seller else None,
             sort=sort.value,
+            min_rating=min_rating,
             limit=limit,
             offset=offset,
         )
+        sellers = {info.key: info for info in node.sellers([x.seller for x in page.listings])}
         sync = node.sync_status()
         cached = node.status().cached_listings if not page.listings else None
     note = syncing_note(sync)
     if as_json:
-        doc = {"results": [listing_json(item) for item in page.listings], "more": page.more}
+        results = [seller_listing_json(x, sellers[x.seller]) for x in page.listings]
+        doc = {"results": results, "more": page.more}
         _print_json({**doc, "syncing": sync.syncing, "first_sync": sync.first_sync})
         return
     if note:
@@ -556,7 +563,7 @@ def search(
             )
         return
     for item in page.listings:
-        typer.echo(listing_line(item))
+        typer.echo(listing_line(item, seller=sellers[item.seller]))
     if page.more:
         typer.echo(f"… more: add --offset {offset + limit}")
 
@@ -602,25 +609,28 @@ def profile_show(
     peer_id: Annotated[str | None, typer.Argument(metavar="[PEER_ID]")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show a seller's profile from the local cache (yours by default)."""
+    """Show a profile and reputation from the local cache (yours by default)."""
     from p2pmarket.crypto.peer_id import public_key_from_peer_id
-    from p2pmarket.display import profile_json
+    from p2pmarket.display import profile_json, reputation_json, reputation_lines
     from p2pmarket.errors import NotFound
 
     owner = public_key_from_peer_id(peer_id) if peer_id else _public_key()
     with _open() as node:
         profile = node.profile(owner)
-    if profile is None:
-        raise NotFound(f"no profile for {peer_id or 'you'} in the local cache")
-    doc = profile_json(profile)
+        reputation = node.reputation(owner)
+    if profile is None and reputation.counterparties == 0:
+        raise NotFound(f"no profile or reviews for {peer_id or 'you'} in the local cache")
+    doc = profile_json(profile) if profile else {"peer_id": peer_id, "contacts": []}
     if as_json:
-        _print_json(doc)
-    else:
-        for key in ("name", "peer_id", "location", "bio"):
-            if doc[key]:
-                typer.echo(f"{key:9} {doc[key]}")
-        for contact in doc["contacts"]:
-            typer.echo(f"contact   {contact}")
+        _print_json({**doc, "reputation": reputation_json(reputation)})
+        return
+    for key in ("name", "peer_id", "location", "bio"):
+        if doc.get(key):
+            typer.echo(f"{key:9} {doc[key]}")
+    for contact in doc["contacts"]:
+        typer.echo(f"contact   {contact}")
+    for line in reputation_lines(reputation):
+        typer.echo(line)
 
 
 # -- the network -----------------------------------------------------------------
@@ -781,24 +791,32 @@ def listing_fetch(
 def seller(
     peer_id: Annotated[str, typer.Argument(metavar="PEER_ID")], as_json: JsonOpt = False
 ) -> None:
-    """Fetch a seller's catalogue from the DHT and show their live listings."""
+    """Fetch a seller's catalogue, profile and reviews from the DHT and show their
+    live listings and reputation."""
     from p2pmarket.crypto.peer_id import public_key_from_peer_id
-    from p2pmarket.display import listing_json, listing_line
+    from p2pmarket.display import listing_json, listing_line, reputation_json, reputation_lines
 
     key = public_key_from_peer_id(peer_id)
     with _daemon() as client:
         found = client.fetch_seller(key)
         profile = client.profile(key)
+        reputation = client.reputation(key)
     if as_json:
         _print_json(
             {
                 "peer_id": peer_id,
                 "name": profile.name if profile else None,
+                "location": profile.location if profile else None,
+                "reputation": reputation_json(reputation),
                 "listings": [listing_json(item) for item in found],
             }
         )
         return
-    typer.echo(f"{profile.name if profile else 'seller'} {peer_id}: {len(found)} live listings")
+    place = f" ({profile.location})" if profile and profile.location else ""
+    name = profile.name if profile else "seller"
+    typer.echo(f"{name}{place} {peer_id}: {len(found)} live listings")
+    for line in reputation_lines(reputation):
+        typer.echo(line)
     for item in found:
         typer.echo(listing_line(item))
 
@@ -1033,6 +1051,61 @@ def trade_show(trade_id: TradeId, as_json: JsonOpt = False) -> None:
     if view.contract is not None:
         ok = "verified" if view.contract.verify() else "NOT VALID"
         typer.echo(f"contract signed by both ({ok})")
+
+
+# -- reviews -------------------------------------------------------------------------
+
+
+@app.command()
+def review(
+    trade_id: TradeId,
+    stars: Annotated[int, typer.Option(min=1, max=5, help="1 (bad) to 5 (excellent).")],
+    text: Annotated[str, typer.Option(help="What happened, up to 1000 characters.")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Review the other party of a completed trade. Anyone can check it: it carries
+    the contract you both signed. Reviewing the trade again replaces your review."""
+    from p2pmarket.display import review_json, review_line
+
+    with _open() as node:
+        written = node.review(trade_id, stars=stars, text=text)
+    if as_json:
+        _print_json(review_json(written))
+    else:
+        typer.echo(f"Review published: {review_line(written)}")
+
+
+@app.command()
+def reviews(
+    peer_id: Annotated[str | None, typer.Argument(metavar="[PEER_ID]")] = None,
+    written: Annotated[
+        bool, typer.Option("--written", help="The reviews this peer wrote, not received.")
+    ] = False,
+    fetch: Annotated[
+        bool, typer.Option("--fetch", help="Also ask the DHT (needs the daemon).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """The reviews about a peer (you by default), newest first, with its reputation."""
+    from p2pmarket.crypto.peer_id import public_key_from_peer_id
+    from p2pmarket.display import rating_text, reputation_json, review_json, review_line
+
+    key = public_key_from_peer_id(peer_id) if peer_id else _public_key()
+    with _daemon() if fetch else _open() as node:
+        if fetch:
+            node.fetch_reviews(key)
+        found = node.reviews(key, written=written)
+        reputation = node.reputation(key)
+    if as_json:
+        doc = {"reputation": reputation_json(reputation)}
+        _print_json({**doc, "reviews": [review_json(r) for r in found]})
+        return
+    if not written:
+        typer.echo(f"{peer_id or 'you'}: {rating_text(reputation)}")
+    if not found:
+        typer.echo("No reviews in the local cache." + ("" if fetch else " Try --fetch."))
+    for item in found:
+        typer.echo(review_line(item))
 
 
 @app.command("sync")

@@ -109,6 +109,15 @@ def listing_line(
     return line
 
 
+def seller_listing_json(listing: Listing, seller: SellerInfo) -> dict[str, Any]:
+    """A search hit with what is known of its seller."""
+    return {
+        **listing_json(listing),
+        "seller_name": seller.name or None,
+        "seller_reputation": reputation_json(seller.reputation),
+    }
+
+
 def seller_label(seller: SellerInfo) -> str:
     """A seller in a few words: name (or short peer id) and rating."""
     name = seller.name or peer_id_from_public_key(seller.key)[-8:]

@@ -68,7 +68,7 @@ def test_a_review_without_a_contract_is_rejected() -> None:
     fields = signed_review().fields()
     del fields["contract"]
 
-    with pytest.raises(InvalidRecord, match="review.contract: missing"):
+    with pytest.raises(InvalidRecord, match=r"review\.contract: missing"):
         records.validate(raw_record(fields, OTHER), NOW)
 
 
@@ -101,14 +101,14 @@ def test_a_reviewer_who_is_not_a_party_is_rejected() -> None:
     fields = signed_review().fields()
     fields["reviewer"] = THIRD.public_key
 
-    with pytest.raises(InvalidRecord, match="review.reviewer: is not a party"):
+    with pytest.raises(InvalidRecord, match=r"review\.reviewer: is not a party"):
         records.validate(raw_record(fields, THIRD), NOW)
 
 
 def test_a_review_about_anyone_but_the_other_party_is_rejected() -> None:
     for subject in (OTHER.public_key, THIRD.public_key):
         fields = {**signed_review().fields(), "subject": subject}
-        with pytest.raises(InvalidRecord, match="review.subject"):
+        with pytest.raises(InvalidRecord, match=r"review\.subject"):
             records.validate(raw_record(fields, OTHER), NOW)
 
 
