@@ -25,6 +25,7 @@ class Sizes:
     memory_listings: int = 100_000  # in the daemon's store
     memory_idle: float = 5.0  # seconds idle before RSS is read
     sync_listings: int = 100_000  # held by each peer a new node syncs from
+    reviews: int = 5_000  # over the smallest search dataset's 200 sellers
     seed: int = 1
 
 
@@ -41,4 +42,5 @@ QUICK: Final = Sizes(
     memory_listings=5_000,
     memory_idle=2.0,
     sync_listings=5_000,
+    reviews=500,
 )

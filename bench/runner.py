@@ -8,7 +8,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final, TextIO
 
-from bench import coldstart, dht, gossip, ingest, machine, memory, messages, search, sync
+from bench import (
+    coldstart,
+    dht,
+    gossip,
+    ingest,
+    machine,
+    memory,
+    messages,
+    reviews,
+    search,
+    sync,
+)
 from bench.config import DATA_DIR, FULL, QUICK, REPORT, Sizes
 from bench.report import render
 from bench.results import Section
@@ -22,6 +33,7 @@ BENCHMARKS: Final[dict[str, Callable[[Sizes, Path], Section]]] = {
     "memory": memory.run,
     "sync": sync.run,
     "messages": messages.run,
+    "reviews": reviews.run,
 }
 
 

@@ -31,17 +31,25 @@ from p2pmarket.events import PeerConnected as PeerConnected
 from p2pmarket.events import PeerDisconnected as PeerDisconnected
 from p2pmarket.events import PeerInfo as PeerInfo
 from p2pmarket.events import ProfileUpdated as ProfileUpdated
+from p2pmarket.events import ReviewAdded as ReviewAdded
+from p2pmarket.events import TradeUpdated as TradeUpdated
 from p2pmarket.network.config import NetworkConfig as NetworkConfig
 from p2pmarket.node import Node as Node
 from p2pmarket.node import init_home as init_home
 from p2pmarket.node import open_node as open_node
 from p2pmarket.records import Listing as Listing
 from p2pmarket.records import Profile as Profile
+from p2pmarket.records import Review as Review
 from p2pmarket.records import Tombstone as Tombstone
 from p2pmarket.records import format_id as format_id
 from p2pmarket.records import parse_id as parse_id
+from p2pmarket.reputation import Reputation as Reputation
+from p2pmarket.reputation import SellerInfo as SellerInfo
 from p2pmarket.store import Page as Page
 from p2pmarket.store.messages import Message as Message
 from p2pmarket.store.messages import MessageState as MessageState
+from p2pmarket.trade import Contract as Contract
+from p2pmarket.trade import TradeState as TradeState
+from p2pmarket.trade import TradeView as TradeView
 
 __version__ = "0.1.0"

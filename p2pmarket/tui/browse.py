@@ -16,7 +16,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Input, Static
 
-from p2pmarket.display import age, listing_json, sync_line, syncing_note
+from p2pmarket.display import age, listing_json, rating_text, seller_label, sync_line, syncing_note
 from p2pmarket.errors import P2PMarketError
 from p2pmarket.money import format_price
 from p2pmarket.records import Listing, format_id
@@ -24,6 +24,7 @@ from p2pmarket.text import tokens
 
 if TYPE_CHECKING:
     from p2pmarket.events import NodeStatus
+    from p2pmarket.reputation import SellerInfo
 
 PAGE: Final = 200  # results shown at once
 REFRESH: Final = 1.0  # seconds between status polls
@@ -47,6 +48,7 @@ class BrowseApp(App[None]):
         super().__init__()
         self.backend = backend
         self.listings: dict[str, Listing] = {}
+        self.sellers: dict[bytes, SellerInfo] = {}
         self.query_text = ""
         self.cached = -1
 
@@ -60,7 +62,7 @@ class BrowseApp(App[None]):
 
     def on_mount(self) -> None:
         table = self.query_one("#results", DataTable)
-        table.add_columns("Title", "Price", "Location", "Category", "Listed")
+        table.add_columns("Title", "Price", "Location", "Category", "Listed", "Seller")
         self.refresh_status()  # and the first search
         self.set_interval(REFRESH, self.refresh_status)
 
@@ -79,7 +81,10 @@ class BrowseApp(App[None]):
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         key = event.row_key.value
         if key is not None and key in self.listings:
-            self.query_one("#detail", Static).update(detail(self.listings[key]))
+            listing = self.listings[key]
+            self.query_one("#detail", Static).update(
+                detail(listing, self.sellers.get(listing.seller))
+            )
 
     def run_search(self) -> None:
         text = self.query_text.strip()
@@ -87,6 +92,7 @@ class BrowseApp(App[None]):
             return  # punctuation only: nothing to look for yet
         try:
             page = self.backend.search(text, limit=PAGE)
+            found = self.backend.sellers([listing.seller for listing in page.listings])
         except P2PMarketError as exc:
             self.notify(str(exc), severity="error")
             return
@@ -94,6 +100,7 @@ class BrowseApp(App[None]):
         keep = table.cursor_row
         table.clear()
         self.listings = {}
+        self.sellers = {info.key: info for info in found}
         for listing in page.listings:
             key = format_id(listing.id)
             self.listings[key] = listing
@@ -103,6 +110,7 @@ class BrowseApp(App[None]):
                 listing.location,
                 listing.category,
                 age(listing.created),
+                seller_label(self.sellers[listing.seller]),
                 key=key,
             )
         if page.listings:
@@ -134,8 +142,12 @@ def status_text(status: NodeStatus) -> str:
     return f"{first}\n{note if note else 'sync: ' + sync_line(sync)}"
 
 
-def detail(listing: Listing) -> str:
+def detail(listing: Listing, seller: SellerInfo | None = None) -> str:
     doc = listing_json(listing)
+    who = doc["seller"]
+    if seller is not None:
+        name = f"{seller.name} " if seller.name else ""
+        who = f"{name}{who} · {rating_text(seller.reputation)}"
     lines = [
         listing.title,
         f"{doc['price']['text']} · {listing.kind} · quantity {listing.quantity}",
@@ -144,7 +156,7 @@ def detail(listing: Listing) -> str:
         listing.description or "(no description)",
         "",
         f"tags: {', '.join(listing.tags) or '-'}",
-        f"seller: {doc['seller']}",
+        f"seller: {who}",
         f"listed {doc['created']}, expires {doc['expires']}",
         f"id: {doc['id']}",
     ]

@@ -468,3 +468,25 @@ def test_a_trade_with_the_cli_from_offer_to_a_contract_both_can_show(daemons: Da
     assert shown["contract"]["verified"] is True
     assert cli(buyer.home, "trade", "complete", trade).returncode == 0
     wait_for(lambda: cli_json(seller.home, "trade", "show", trade)["state"], "completed", "done")
+
+    # The buyer reviews the seller; the seller's daemon gets it by gossip, and the
+    # buyer's search shows and ranks the seller by it.
+    bad = cli(buyer.home, "review", trade, "--stars", "6")
+    assert bad.returncode == 2 and "--stars" in one_error_line(bad)
+    written = cli_json(buyer.home, "review", trade, "--stars", "5", "--text", "Mantap")
+    assert (written["stars"], written["subject"], written["reviewer_role"]) == (
+        5,
+        seller.peer_id,
+        "buyer",
+    )
+    wait_for(lambda: cli_json(seller.home, "reviews")["reputation"]["reviews"], 1, "review")
+    about = cli_json(seller.home, "reviews", seller.peer_id)
+    assert [r["text"] for r in about["reviews"]] == ["Mantap"]
+    assert about["reputation"]["trades_as_seller"] == 1
+    hits = cli_json(buyer.home, "search", "kamera", "--sort", "rating")["results"]
+    assert hits[0]["seller_reputation"]["reviews"] == 1
+    assert "★3.2 (1 review)" in cli(buyer.home, "search", "kamera").stdout
+    assert search_ids(buyer.home, "kamera", "--min-rating", "3") == [listing]
+    assert search_ids(buyer.home, "kamera", "--min-rating", "4.5") == []
+    shown = cli(buyer.home, "profile", "show", seller.peer_id)
+    assert shown.returncode == 0 and "1 as seller" in shown.stdout

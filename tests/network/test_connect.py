@@ -149,7 +149,7 @@ async def test_status_reports_online_addresses_with_the_peer_id_and_the_peer_cou
     assert status.addresses and all(x.endswith(f"/p2p/{a.peer_id}") for x in status.addresses)
     assert all(x.startswith("/ip4/127.0.0.1/tcp/") for x in status.addresses)
     assert status.peers == 2
-    assert status.topics == ("p2pmarket/1/listings", "p2pmarket/1/profiles")
+    assert status.topics == ("p2pmarket/1/listings", "p2pmarket/1/profiles", "p2pmarket/1/reviews")
     assert status.started > 0
     assert {"gossip_accepted", "dht_puts", "dropped_events"} <= set(status.extra)
 
