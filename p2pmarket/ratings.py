@@ -1,7 +1,7 @@
 """Reputation over the store: each key's figures, and every rated seller ranked.
 
-The ranking (for ``search --sort rating`` and ``--min-rating``) costs a scan of
-the party index, so it is kept until the store changes.
+Reputations and the ranking (for ``search --sort rating`` and ``--min-rating``,
+a scan of the party index) are kept until a review is stored.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from p2pmarket.records import Profile
-from p2pmarket.reputation import FULL_HISTORY, Reputation, SellerInfo, reputation
+from p2pmarket.reputation import Reputation, SellerInfo, reputation
 from p2pmarket.store import ListingStore
 
 
@@ -18,18 +18,27 @@ class Ratings:
         self._store = store
         self._profile = profile
         self._ranked: tuple[int, list[tuple[bytes, float]]] | None = None
+        # Reputations computed since the store last changed.
+        self._known: tuple[int, dict[bytes, Reputation]] = (-1, {})
 
     def of(self, key: bytes) -> Reputation:
-        reviews = self._store.reviews
+        generation = self._store.reviews.generation
+        if self._known[0] != generation:
+            self._known = (generation, {})
+        known = self._known[1].get(key)
+        if known is None:
+            reviews = self._store.reviews
 
-        def history(reviewer: bytes) -> int:
-            return reviews.counterparties(reviewer, besides=key, enough=FULL_HISTORY)
+            def history(reviewer: bytes) -> int:
+                # The reviewer dealt with ``key``: every other counterparty is history.
+                return reviews.counterparties(reviewer) - 1
 
-        return reputation(key, reviews.dealings(key), history)
+            known = self._known[1][key] = reputation(key, reviews.dealings(key), history)
+        return known
 
     def ranked(self) -> list[tuple[bytes, float]]:
         """(key, rating) of every key with reviews, the best first."""
-        generation = self._store.generation
+        generation = self._store.reviews.generation
         if self._ranked is None or self._ranked[0] != generation:
             found = []
             for key in self._store.reviews.reviewed():

@@ -32,16 +32,16 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 PRIOR_STARS: Final = 3.0
 PRIOR_WEIGHT: Final = 2.0
 FULL_HISTORY: Final = 3  # others a reviewer has dealt with to count fully
 
 
-@dataclass(frozen=True, slots=True)
-class Dealing:
-    """One trade of a key with another, as a review shows it."""
+class Dealing(NamedTuple):
+    """One trade of a key with another, as a review shows it. (A tuple: a key's
+    dealings are built by the dozen for every reputation shown.)"""
 
     other: bytes
     trade: bytes
@@ -83,7 +83,7 @@ def reputation(
     key: bytes, dealings: Iterable[Dealing], history: Callable[[bytes], int]
 ) -> Reputation:
     """The reputation of ``key`` from its dealings; ``history(reviewer)`` is how
-    many others than ``key`` the reviewer dealt with (up to FULL_HISTORY)."""
+    many others than ``key`` the reviewer dealt with."""
     dealings = list(dealings)
     received: dict[bytes, list[int]] = defaultdict(list)
     roles: dict[str, set[bytes]] = {"buyer": set(), "seller": set()}

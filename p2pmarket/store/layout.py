@@ -25,6 +25,7 @@ key                                    value
 ``G`` trade(16) move(16)               a move of one of our trades (:mod:`p2pmarket.store.trades`)
 ``V`` trade(16) reviewer(32)           a review (see :mod:`p2pmarket.store.reviews`)
 ``U`` key(32) other(32) trade(16)       the party index reputation is computed from
+``Y`` key(32)                          u32: distinct others the key dealt with
 =====================================  ===========================================
 
 A *sync key* names a record in the set two nodes reconcile: ``L`` + listing id
@@ -46,7 +47,7 @@ from typing import Final
 
 from p2pmarket.records import SYNC_LISTING, SYNC_PROFILE
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 SCHEMA_KEY: Final = b"\x00schema"
 COUNT_KEY: Final = b"\x00count"
 SYNCED_KEY: Final = b"\x00synced"
@@ -71,6 +72,7 @@ HELD_BY_DIGEST: Final = b"H"
 TRADE: Final = b"G"
 REVIEW: Final = b"V"
 PARTY: Final = b"U"
+COUNTERPARTIES: Final = b"Y"
 
 SYNC_VALUE: Final = struct.Struct(">QQB")
 EVICTED: Final = 1
@@ -80,8 +82,9 @@ _U64: Final = struct.Struct(">Q")
 _MAX_U64: Final = 2**64 - 1
 SUFFIX_SIZE: Final = 24
 
-# expires, price, kind (0 sell, 1 wanted), currency
-SUMMARY: Final = struct.Struct(">QQB3s")
+# expires, price, kind (0 sell, 1 wanted), currency, seller: every filter search
+# checks per candidate without reading the record (a blocked or rated seller too)
+SUMMARY: Final = struct.Struct(">QQB3s32s")
 
 
 def suffix(created: int, listing_id: bytes) -> bytes:

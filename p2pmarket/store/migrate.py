@@ -14,6 +14,7 @@ import plyvel
 from p2pmarket import records
 from p2pmarket.records import Listing, Profile, Tombstone
 from p2pmarket.store import layout
+from p2pmarket.store.terms import summary
 
 
 def _add_sync_index(db: plyvel.DB) -> None:
@@ -36,8 +37,21 @@ def _add_sync_index(db: plyvel.DB) -> None:
         wb.put(layout.SCHEMA_KEY, b"2")
 
 
+def _seller_in_summaries(db: plyvel.DB) -> None:
+    """Version 3 adds the seller to each live listing's summary (``T``)."""
+    with db.write_batch(transaction=True, sync=True) as wb:
+        for key in db.iterator(prefix=layout.TIME, include_value=False):
+            raw = db.get(layout.RECORD + layout.suffix_id(key[1:]))
+            listing = None if raw is None else records.load_trusted(raw)
+            if isinstance(listing, Listing):
+                wb.put(key, summary(listing))
+            else:  # a leftover no search could reach: drop it
+                wb.delete(key)
+        wb.put(layout.SCHEMA_KEY, b"3")
+
+
 # from-version -> the step that brings a store to from-version + 1
-STEPS: dict[int, Callable[[plyvel.DB], None]] = {1: _add_sync_index}
+STEPS: dict[int, Callable[[plyvel.DB], None]] = {1: _add_sync_index, 2: _seller_in_summaries}
 
 
 def upgrade(db: plyvel.DB, version: int) -> None:

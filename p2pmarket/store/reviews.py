@@ -9,6 +9,9 @@ about B on trade T writes two entries, ``U A B T`` (A gave stars) and ``U B A T`
 (B received them), so everything one key did with others is one prefix scan:
 whom it traded with, in which role, which stars it received and gave, and when.
 
+``Y`` key(32) → u32: how many distinct others the key has dealt with, kept on
+write, because reputation asks it of every reviewer of every key it rates.
+
 Writes go into the caller's WriteBatch, with the listing store's other changes,
 so a review and its index entries are stored together or not at all.
 """
@@ -28,6 +31,7 @@ from p2pmarket.store import layout
 
 # role of the key (0 buyer, 1 seller), stars received, stars given (0: none), time
 PARTY: Final = struct.Struct(">BBBQ")
+COUNT: Final = struct.Struct(">I")
 _KEY: Final = 32
 
 
@@ -40,6 +44,7 @@ class Reviews:
 
     def __init__(self, db: plyvel.DB) -> None:
         self._db = db
+        self.generation = 0  # bumped by every review stored: reputations may change
 
     def get(self, trade: bytes, reviewer: bytes) -> Review | None:
         raw = self._db.get(layout.REVIEW + trade + reviewer)
@@ -53,7 +58,8 @@ class Reviews:
         self, wb: plyvel.WriteBatch, review: Review, pending: dict[bytes, bytes]
     ) -> Literal["added", "updated", "stale"]:
         """Write ``review`` into ``wb`` if it is news (a higher seq than held);
-        ``pending`` holds what this batch wrote already, key → value."""
+        ``pending`` holds what this batch wrote already, key → value (b"" for a
+        pair of keys that dealt with each other)."""
         key = layout.REVIEW + review.key
         raw = pending.get(key) or self._db.get(key)
         if raw is not None and records.load_trusted(raw).seq >= review.seq:
@@ -68,6 +74,7 @@ class Reviews:
             (review.subject, review.reviewer, review.stars, None),
         ):
             party = _party_key(key_, other, contract.trade)
+            self._count_pair(wb, key_, other, pending)
             old = pending.get(party) or self._db.get(party)
             _, old_received, old_given, _ = PARTY.unpack(old) if old else (0, 0, 0, 0)
             value = PARTY.pack(
@@ -78,34 +85,41 @@ class Reviews:
             )
             wb.put(party, value)
             pending[party] = value
+        self.generation += 1
         return "added" if raw is None else "updated"
 
     def dealings(self, key: bytes) -> list[Dealing]:
         """Everything ``key`` did with others that a review shows."""
-        prefix = layout.PARTY + key
+        start = len(layout.PARTY) + _KEY
         found = []
-        for party, value in self._db.iterator(prefix=prefix):
+        for party, value in self._db.iterator(prefix=layout.PARTY + key):
             role, received, given, when = PARTY.unpack(value)
-            other, trade = party[len(prefix) : len(prefix) + _KEY], party[len(prefix) + _KEY :]
+            other, trade = party[start : start + _KEY], party[start + _KEY :]
             found.append(
                 Dealing(other, trade, "seller" if role else "buyer", received, given, when)
             )
         return found
 
-    def counterparties(self, key: bytes, *, besides: bytes, enough: int) -> int:
-        """How many others than ``besides`` ``key`` has dealt with, counted up to
-        ``enough`` (one seek per counterparty)."""
-        prefix = layout.PARTY + key
-        count = 0
-        it = self._db.iterator(prefix=prefix, include_value=False)
-        for party in it:
-            other = party[len(prefix) : len(prefix) + _KEY]
-            if other != besides:
-                count += 1
-                if count >= enough:
-                    break
-            it.seek(_after(prefix + other))
-        return count
+    def _count_pair(
+        self, wb: plyvel.WriteBatch, key: bytes, other: bytes, pending: dict[bytes, bytes]
+    ) -> None:
+        """Count ``other`` among ``key``'s counterparties if it is new there."""
+        pair = layout.PARTY + key + other
+        if pair in pending or any(
+            True for _ in self._db.iterator(prefix=pair, include_value=False)
+        ):
+            return
+        pending[pair] = b""
+        count_key = layout.COUNTERPARTIES + key
+        raw = pending.get(count_key) or self._db.get(count_key)
+        value = COUNT.pack((COUNT.unpack(raw)[0] if raw else 0) + 1)
+        wb.put(count_key, value)
+        pending[count_key] = value
+
+    def counterparties(self, key: bytes) -> int:
+        """How many distinct others ``key`` has dealt with (one read)."""
+        raw = self._db.get(layout.COUNTERPARTIES + key)
+        return COUNT.unpack(raw)[0] if raw else 0
 
     def about(self, key: bytes) -> list[Review]:
         """The reviews others wrote about ``key``, newest first."""

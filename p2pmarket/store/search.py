@@ -106,7 +106,7 @@ class Searcher:
         if plan is None:
             return []
         cursors, check_prefix = plan
-        check = _SummaryCheck(query, now, self._listings_of(query.hide_sellers))
+        check = _SummaryCheck(query, now)
         if query.sort in ("newest", "rating"):
             return [sfx for sfx, _ in islice(self._matches(cursors, check_prefix, check), count)]
         return self._price_sorted(query, cursors, check_prefix, check, count)
@@ -157,16 +157,6 @@ class Searcher:
 
         return list(islice(self._by_price(query, check, accept), count))
 
-    def _listings_of(self, sellers: frozenset[bytes]) -> frozenset[bytes]:
-        """The suffixes of the sellers' live listings, from their seller terms."""
-        found: set[bytes] = set()
-        for seller in sellers:
-            prefix = layout.term_prefix(f"#s:{seller.hex()}")
-            found.update(
-                key[len(prefix) :] for key in self._db.iterator(prefix=prefix, include_value=False)
-            )
-        return frozenset(found)
-
     def _plan(self, query: Query) -> tuple[list[Postings], str | None] | None:
         """The cursors to join and a prefix to check per candidate; None if nothing
         can match."""
@@ -210,8 +200,6 @@ class Searcher:
         else:
             suffixes = (k[1:] for k in db.iterator(prefix=layout.TIME, include_value=False))
         for sfx in suffixes:
-            if sfx in check.hidden:
-                continue
             raw = db.get(layout.TIME + sfx)
             found = check(raw) if raw is not None else None
             if found is None:
@@ -243,8 +231,6 @@ class Searcher:
                 keys = _newest_first_within_price(keys)
             for key in keys:
                 sfx = key[-layout.SUFFIX_SIZE :]
-                if sfx in check.hidden:
-                    continue
                 raw = db.get(layout.TIME + sfx)
                 if raw is not None and check(raw) is not None and (accept is None or accept(sfx)):
                     yield sfx
@@ -268,13 +254,13 @@ class Searcher:
 
 
 class _SummaryCheck:
-    """The filters answered from a listing's summary: expiry, price, kind, currency;
-    and the listings of hidden sellers, by suffix."""
+    """The filters answered from a listing's summary: expiry, price, kind, currency,
+    and hidden sellers."""
 
-    __slots__ = ("_currency", "_high", "_kind", "_low", "_now", "hidden")
+    __slots__ = ("_currency", "_hidden", "_high", "_kind", "_low", "_now")
 
-    def __init__(self, query: Query, now: int, hidden: frozenset[bytes] = frozenset()) -> None:
-        self.hidden = hidden
+    def __init__(self, query: Query, now: int) -> None:
+        self._hidden = query.hide_sellers
         self._now = now
         self._low = query.min_price if query.min_price is not None else 0
         self._high = query.max_price if query.max_price is not None else 2**64
@@ -283,8 +269,10 @@ class _SummaryCheck:
 
     def __call__(self, raw: bytes) -> tuple[int, str] | None:
         """(price, currency) when the summary passes every filter, else None."""
-        expires, price, kind, currency = layout.SUMMARY.unpack(raw)
+        expires, price, kind, currency, seller = layout.SUMMARY.unpack(raw)
         if expires <= self._now or not self._low <= price <= self._high:
+            return None
+        if seller in self._hidden:
             return None
         if self._kind is not None and kind != self._kind:
             return None

@@ -9,6 +9,7 @@ refuses that version if it comes back.
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 from factories import (
@@ -348,3 +349,25 @@ def test_a_schema_1_store_gets_its_sync_index_when_opened(tmp_path: Path) -> Non
 
     with ListingStore(path) as again:  # the upgrade runs once
         assert sync_set(again) == expected
+
+
+def test_a_schema_2_store_gets_sellers_in_its_summaries_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    mine, theirs = (
+        signed_listing(title="Sepeda lipat"),
+        signed_listing(OTHER, title="Sepeda gunung"),
+    )
+    with ListingStore(path) as store:
+        store.put_many([mine, theirs])
+        # What schema 2 wrote: summaries without the seller.
+        with store.db.write_batch() as wb:
+            for key, value in store.db.iterator(prefix=layout.TIME):
+                wb.put(key, value[: struct.calcsize(">QQB3s")])
+            wb.put(layout.SCHEMA_KEY, b"2")
+
+    with ListingStore(path) as upgraded:
+        assert upgraded.db.get(layout.SCHEMA_KEY) == b"3"
+        page = upgraded.search(
+            Query(text="sepeda", hide_sellers=frozenset({OTHER.public_key})), NOW
+        )
+        assert page.listings == [mine]
