@@ -1065,7 +1065,7 @@ class Node:
         if type(stars) is not int or not 1 <= stars <= 5:
             raise InvalidInput("stars must be a whole number from 1 to 5")
         other = view.seller if self.public_key == view.buyer else view.buyer
-        held = self.store.reviews.get(view.trade, self.public_key)
+        held = self.store.reviews.get(view.contract.id, self.public_key)
         draft = Review(
             reviewer=self.public_key,
             subject=other,

@@ -81,8 +81,8 @@ def listing_id(seller: bytes, nonce: bytes) -> bytes:
 
 
 # Sync keys name a record in the set that catch-up sync reconciles: a listing and
-# its tombstone share one, a profile has its owner's, a review its trade's and
-# reviewer's (one review per party per trade).
+# its tombstone share one, a profile has its owner's, a review its contract's and
+# reviewer's (one review per party per contract).
 SYNC_LISTING: Final = b"L"
 SYNC_PROFILE: Final = b"F"
 SYNC_REVIEW: Final = b"V"
@@ -242,7 +242,7 @@ def contract_fields(contract: Contract) -> list[Any]:
 class Review:
     """One party's word on a trade, with the contract signed by both embedded, so
     anyone can check that the reviewer and the reviewed key traded with each
-    other. One per party per trade: a higher ``seq`` replaces."""
+    other. One per party per contract: a higher ``seq`` replaces."""
 
     reviewer: bytes
     subject: bytes  # the other party of the contract
@@ -256,8 +256,8 @@ class Review:
 
     @property
     def key(self) -> bytes:
-        """Trade id + reviewer: what a newer version of this review replaces."""
-        return self.contract.trade + self.reviewer
+        """Contract id + reviewer: what a newer version of this review replaces."""
+        return self.contract.id + self.reviewer
 
     @property
     def reviewer_role(self) -> Literal["buyer", "seller"]:

@@ -2,7 +2,7 @@
 
 Every figure comes from reviews, because a review is the only thing a stranger
 can check: it embeds a contract both parties signed. So "trades" here are the
-trades someone published a review of; a trade nobody reviewed is invisible to
+contracts someone published a review of; a trade nobody reviewed is invisible to
 everyone but its two parties.
 
 **The rating** is a weighted mean of stars, pulled towards 3 by two imaginary
@@ -44,7 +44,7 @@ class Dealing(NamedTuple):
     dealings are built by the dozen for every reputation shown.)"""
 
     other: bytes
-    trade: bytes
+    contract: bytes  # the contract's id
     role: Literal["buyer", "seller"]  # the key's role in the trade
     received: int  # stars the other gave the key (0: no review)
     given: int  # stars the key gave the other (0: no review)
@@ -88,7 +88,7 @@ def reputation(
     received: dict[bytes, list[int]] = defaultdict(list)
     roles: dict[str, set[bytes]] = {"buyer": set(), "seller": set()}
     for d in dealings:
-        roles[d.role].add(d.trade)
+        roles[d.role].add(d.contract)
         if d.received:
             received[d.other].append(d.received)
     stars = [s for given in received.values() for s in given]

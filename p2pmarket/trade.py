@@ -146,6 +146,13 @@ class Contract:
     def message(self) -> bytes:
         return contract_message(self.trade, self.buyer, self.seller, self.terms, self.proposed)
 
+    @property
+    def id(self) -> bytes:
+        """What names the contract: a hash of the message both parties signed. Not
+        the trade id alone, which the buyer chooses and could reuse with another
+        seller."""
+        return hashlib.blake2b(self.message(), digest_size=16).digest()
+
     def verify(self) -> bool:
         """Both parties signed these terms (and they are two different keys)."""
         from p2pmarket.crypto.signing import verify

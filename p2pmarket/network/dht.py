@@ -10,10 +10,11 @@ key is longer and not a multihash, which would silently stop every lookup for
 that key at the first hop. So a catalogue key holds a hash of the seller's key.
 
 A review bundle is a msgpack list of up to :data:`MAX_BUNDLE` review records
-about one key, in (trade, reviewer) order, one per party per trade. No single
+about one key, in (contract, reviewer) order, one per party per contract. No single
 author can sign a set of others' reviews, so every review in it is checked on
 its own, and whoever adds a review reads the bundle, merges, and puts it back
-(see :func:`merge_bundle`); of two bundles the larger wins. A lost concurrent
+(see :func:`pack_bundle`); of two bundles the larger wins, then the one with
+the newest review. A lost concurrent
 merge is repaired by the next one: each reviewer puts again on every start.
 
 A value is accepted only if it is a valid signed record (the same checks as
@@ -34,7 +35,7 @@ import msgpack
 from libp2p.records.validator import Validator
 
 from p2pmarket import records
-from p2pmarket.errors import InvalidRecord
+from p2pmarket.errors import InvalidRecord, StoreError
 from p2pmarket.records import Catalogue, Listing, Profile, Review, Tombstone
 
 LISTING_NS: Final = "p2pmarket-listing"
@@ -146,7 +147,7 @@ class ProfileValidator(Validator):
 
 def pack_bundle(reviews: Iterable[Review]) -> bytes:
     """The bundle of ``reviews`` (all about one key): the newest version of each
-    (trade, reviewer), the :data:`MAX_BUNDLE` most recently written kept."""
+    (contract, reviewer), the :data:`MAX_BUNDLE` most recently written kept."""
     newest: dict[bytes, Review] = {}
     for review in reviews:
         held = newest.get(review.key)
@@ -196,12 +197,15 @@ class ReviewsValidator(Validator):
         self.check(key, value)
 
     def select(self, key: str, values: list[bytes]) -> int:
-        # The bundle with more reviews; both were validated when they were stored.
+        # The bundle with more reviews, then the one with the newest review (a
+        # merge into a full bundle adds a newer one); both were validated.
         ranks = []
         for value in values:
             try:
-                count = len(msgpack.unpackb(value, raw=False))
-            except (ValueError, TypeError, msgpack.UnpackException):
-                count = -1
-            ranks.append(_rank(count, value, False))
+                items = msgpack.unpackb(value, raw=False)
+                newest = max(records.load_trusted(item).created for item in items)
+                rank: tuple[int, int, bytes] = (len(items), newest, value)
+            except (ValueError, TypeError, msgpack.UnpackException, StoreError):
+                rank = (-1, 0, value)
+            ranks.append(rank)
         return max(range(len(values)), key=ranks.__getitem__)

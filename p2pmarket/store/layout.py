@@ -23,14 +23,14 @@ key                                    value
 ``K`` key(32)                          time(8): a blocked peer
 ``B`` ``H``                              others' mail we hold (see :mod:`p2pmarket.store.mailbox`)
 ``G`` trade(16) move(16)               a move of one of our trades (:mod:`p2pmarket.store.trades`)
-``V`` trade(16) reviewer(32)           a review (see :mod:`p2pmarket.store.reviews`)
-``U`` key(32) other(32) trade(16)       the party index reputation is computed from
+``V`` contract(16) reviewer(32)        a review (see :mod:`p2pmarket.store.reviews`)
+``U`` key(32) other(32) contract(16)    the party index reputation is computed from
 ``Y`` key(32)                          u32: distinct others the key dealt with
 =====================================  ===========================================
 
 A *sync key* names a record in the set two nodes reconcile: ``L`` + listing id
-for a listing or its tombstone, ``F`` + owner for a profile, ``V`` + trade +
-reviewer for a review. One key has one
+for a listing or its tombstone, ``F`` + owner for a profile, ``V`` + contract
+id + reviewer for a review. One key has one
 live version, so comparing (key, seq) pairs is enough to know who is behind.
 A flag marks a version that was *evicted* to keep the cache under its cap: it is
 still counted by sync (so peers do not offer it again) but no longer held.

@@ -1,11 +1,12 @@
 """Reviews in the store, and the party index reputation is computed from.
 
-``V`` trade(16) reviewer(32) → the review record. One review per party per
-trade: a higher ``seq`` replaces, as for listings. Reviews never expire, and the
+``V`` contract(16) reviewer(32) → the review record (the contract's id, see
+:attr:`p2pmarket.trade.Contract.id`). One review per party per contract: a
+higher ``seq`` replaces, as for listings. Reviews never expire, and the
 store keeps everyone's: they are not hosted by the people they are about.
 
-``U`` key(32) other(32) trade(16) → ``PARTY``: the *party index*. A review by A
-about B on trade T writes two entries, ``U A B T`` (A gave stars) and ``U B A T``
+``U`` key(32) other(32) contract(16) → ``PARTY``: the *party index*. A review by A
+about B on contract C writes two entries, ``U A B C`` (A gave stars) and ``U B A C``
 (B received them), so everything one key did with others is one prefix scan:
 whom it traded with, in which role, which stars it received and gave, and when.
 
@@ -35,8 +36,8 @@ COUNT: Final = struct.Struct(">I")
 _KEY: Final = 32
 
 
-def _party_key(key: bytes, other: bytes, trade: bytes) -> bytes:
-    return layout.PARTY + key + other + trade
+def _party_key(key: bytes, other: bytes, contract: bytes) -> bytes:
+    return layout.PARTY + key + other + contract
 
 
 class Reviews:
@@ -46,8 +47,8 @@ class Reviews:
         self._db = db
         self.generation = 0  # bumped by every review stored: reputations may change
 
-    def get(self, trade: bytes, reviewer: bytes) -> Review | None:
-        raw = self._db.get(layout.REVIEW + trade + reviewer)
+    def get(self, contract: bytes, reviewer: bytes) -> Review | None:
+        raw = self._db.get(layout.REVIEW + contract + reviewer)
         if raw is None:
             return None
         review = records.load_trusted(raw)
@@ -73,7 +74,7 @@ class Reviews:
             (review.reviewer, review.subject, None, review.stars),
             (review.subject, review.reviewer, review.stars, None),
         ):
-            party = _party_key(key_, other, contract.trade)
+            party = _party_key(key_, other, contract.id)
             self._count_pair(wb, key_, other, pending)
             old = pending.get(party) or self._db.get(party)
             _, old_received, old_given, _ = PARTY.unpack(old) if old else (0, 0, 0, 0)
@@ -94,9 +95,9 @@ class Reviews:
         found = []
         for party, value in self._db.iterator(prefix=layout.PARTY + key):
             role, received, given, when = PARTY.unpack(value)
-            other, trade = party[start : start + _KEY], party[start + _KEY :]
+            other, contract = party[start : start + _KEY], party[start + _KEY :]
             found.append(
-                Dealing(other, trade, "seller" if role else "buyer", received, given, when)
+                Dealing(other, contract, "seller" if role else "buyer", received, given, when)
             )
         return found
 
@@ -126,7 +127,7 @@ class Reviews:
         found = []
         for dealing in self.dealings(key):
             if dealing.received:
-                review = self.get(dealing.trade, dealing.other)
+                review = self.get(dealing.contract, dealing.other)
                 if review is not None:
                     found.append(review)
         return sorted(found, key=lambda r: (r.created, r.key), reverse=True)
@@ -136,7 +137,7 @@ class Reviews:
         found = []
         for dealing in self.dealings(key):
             if dealing.given:
-                review = self.get(dealing.trade, key)
+                review = self.get(dealing.contract, key)
                 if review is not None:
                     found.append(review)
         return sorted(found, key=lambda r: (r.created, r.key), reverse=True)

@@ -174,6 +174,20 @@ def test_both_parties_reviews_of_one_trade_are_both_kept(store: ListingStore) ->
     assert [(d.role, d.received, d.given) for d in dealings] == [("buyer", 5, 5)]
 
 
+def test_one_trade_id_used_with_two_sellers_makes_two_contracts_and_two_reviews(
+    store: ListingStore,
+) -> None:
+    # The buyer chooses the trade id; reusing it must not let one review stand in
+    # for, or replace, the other.
+    first = signed_review(OTHER, agreed_contract(OTHER, SELLER, trade=trade_id(7)), stars=1)
+    second = signed_review(OTHER, agreed_contract(OTHER, THIRD, trade=trade_id(7)), stars=5)
+    store.put_many([first, second])
+
+    assert store.reviews.about(SELLER.public_key) == [first]
+    assert store.reviews.about(THIRD.public_key) == [second]
+    assert store.reviews.counterparties(OTHER.public_key) == 2
+
+
 # -- reputation from a known set of reviews ---------------------------------------------
 
 
@@ -304,3 +318,19 @@ def test_a_bundle_keeps_the_newest_reviews_up_to_its_cap() -> None:
 
     assert len(kept) == MAX_BUNDLE
     assert min(r.created for r in kept) == NOW - MAX_BUNDLE + 1
+
+
+def test_of_two_full_bundles_the_one_with_the_newest_review_wins() -> None:
+    old = [
+        signed_review(key(80 + n), agreed_contract(key(80 + n), SELLER, trade=trade_id(n)))
+        for n in range(2)
+    ]
+    newer = signed_review(
+        key(90), agreed_contract(key(90), SELLER, trade=trade_id(9)), created=NOW + 60
+    )
+    validator = ReviewsValidator(lambda: NOW + 60)
+    merged = pack_bundle([old[0], newer])
+
+    assert validator.select("k", [pack_bundle(old), merged]) == 1
+    assert validator.select("k", [merged, pack_bundle(old)]) == 0
+    assert validator.select("k", [b"\xc1", merged]) == 1  # garbage never wins
