@@ -76,10 +76,21 @@ def _rank(seq: int, value: bytes, tombstone: bool) -> tuple[int, bool, bytes]:
     return (seq, tombstone, value)
 
 
-class ListingValidator(Validator):
+class _Checking(Validator):
+    """One namespace's validator: ``check`` parses a value and raises InvalidRecord
+    unless it is valid under its key; ``select`` is each namespace's own."""
+
     def __init__(self, now: Callable[[], int]) -> None:
         self._now = now
 
+    def check(self, key: str, value: bytes) -> object:
+        raise NotImplementedError
+
+    def validate(self, key: str, value: bytes) -> None:
+        self.check(key, value)
+
+
+class ListingValidator(_Checking):
     def check(self, key: str, value: bytes) -> records.Listing | Tombstone:
         record = records.validate(value, self._now())
         if not isinstance(record, Listing | Tombstone):
@@ -87,9 +98,6 @@ class ListingValidator(Validator):
         if key != listing_key(record.id):
             raise InvalidRecord("id", "the record's id does not match its DHT key")
         return record
-
-    def validate(self, key: str, value: bytes) -> None:
-        self.check(key, value)
 
     def select(self, key: str, values: list[bytes]) -> int:
         ranks = []
@@ -100,18 +108,12 @@ class ListingValidator(Validator):
         return max(range(len(values)), key=ranks.__getitem__)
 
 
-class CatalogueValidator(Validator):
-    def __init__(self, now: Callable[[], int]) -> None:
-        self._now = now
-
+class CatalogueValidator(_Checking):
     def check(self, key: str, value: bytes) -> Catalogue:
         catalogue = records.validate_catalogue(value, self._now())
         if key != catalogue_key(catalogue.seller):
             raise InvalidRecord("seller", "the catalogue's seller does not match its DHT key")
         return catalogue
-
-    def validate(self, key: str, value: bytes) -> None:
-        self.check(key, value)
 
     def select(self, key: str, values: list[bytes]) -> int:
         ranks = []
@@ -124,18 +126,12 @@ class CatalogueValidator(Validator):
         return max(range(len(values)), key=ranks.__getitem__)
 
 
-class ProfileValidator(Validator):
-    def __init__(self, now: Callable[[], int]) -> None:
-        self._now = now
-
+class ProfileValidator(_Checking):
     def check(self, key: str, value: bytes) -> Profile:
         record = records.validate(value, self._now())
         if not isinstance(record, Profile) or key != profile_key(record.owner):
             raise InvalidRecord("owner", "only its owner's profile lives under this key")
         return record
-
-    def validate(self, key: str, value: bytes) -> None:
-        self.check(key, value)
 
     def select(self, key: str, values: list[bytes]) -> int:
         ranks = []
@@ -183,18 +179,12 @@ def unpack_bundle(data: bytes, subject: bytes | None, now: int) -> list[Review]:
     return reviews
 
 
-class ReviewsValidator(Validator):
-    def __init__(self, now: Callable[[], int]) -> None:
-        self._now = now
-
+class ReviewsValidator(_Checking):
     def check(self, key: str, value: bytes) -> list[Review]:
         reviews = unpack_bundle(value, None, self._now())
         if key != reviews_key(reviews[0].subject):
             raise InvalidRecord("subject", "the reviews are not about this key's owner")
         return reviews
-
-    def validate(self, key: str, value: bytes) -> None:
-        self.check(key, value)
 
     def select(self, key: str, values: list[bytes]) -> int:
         # The bundle with more reviews, then the one with the newest review (a
