@@ -35,7 +35,10 @@ if TYPE_CHECKING:
 
 
 def iso_time(ts: int) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (ValueError, OverflowError, OSError):  # a time no calendar holds
+        return f"@{ts}"
 
 
 def age(ts: int, now: float | None = None) -> str:

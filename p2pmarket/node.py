@@ -420,7 +420,8 @@ class Node:
     ) -> Page:
         """Search the local cache. Words are ANDed; the last word also matches as a
         prefix. Prices are minor units of ``currency``. ``sort="rating"`` puts the
-        best-rated sellers' listings first; ``min_rating`` keeps only sellers
+        best-rated sellers' listings first, unrated sellers' after those rated 3
+        or more, and poorly rated ones last; ``min_rating`` keeps only sellers
         rated at least that (1 to 5, see :mod:`p2pmarket.reputation`)."""
         if not 1 <= limit <= 1000:
             raise InvalidInput("limit must be between 1 and 1000")
@@ -441,12 +442,11 @@ class Node:
         if min_rating is not None and not 1 <= min_rating <= 5:
             raise InvalidInput("min rating must be between 1 and 5")
         ranked: tuple[bytes, ...] = ()
+        below: tuple[bytes, ...] = ()
         only: frozenset[bytes] | None = None
         if sort == "rating" or min_rating is not None:
-            rated = self._rated.ranked()
-            floor = min_rating if min_rating is not None else 0.0
-            ranked = tuple(key for key, rating in rated if rating >= floor)
-            only = frozenset(ranked) if min_rating is not None else None
+            ranked, below = self._rated.standing(min_rating)
+            only = frozenset(ranked + below) if min_rating is not None else None
         query = Query(
             text=text,
             kind=kind,
@@ -461,6 +461,7 @@ class Node:
             offset=offset,
             hide_sellers=self._block_list.keys(),
             ranked=ranked,
+            below=below,
             only_sellers=only,
         )
         return self.store.search(query, self.now())
@@ -676,7 +677,8 @@ class Node:
         announced) when new; [] when there is none, or it is invalid."""
         from p2pmarket.network.dht import reviews_key, unpack_bundle
 
-        data = await self._require_network().get_dht(reviews_key(subject))
+        # Fresh: the copy this node holds in its own DHT store may be older.
+        data = await self._require_network().get_dht(reviews_key(subject), fresh=True)
         if data is None:
             return []
         try:

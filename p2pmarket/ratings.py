@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from p2pmarket.records import Profile
-from p2pmarket.reputation import Reputation, SellerInfo, reputation
+from p2pmarket.reputation import PRIOR_STARS, Reputation, SellerInfo, reputation
 from p2pmarket.store import ListingStore
 
 
@@ -48,6 +48,16 @@ class Ratings:
             found.sort(key=lambda item: (-item[1], item[0]))
             self._ranked = (generation, found)
         return self._ranked[1]
+
+    def standing(self, floor: float | None) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+        """The rated keys at or above ``floor`` for a rating sort: those an unrated
+        seller would not outrank (rated at least the prior), then those below it,
+        each best first."""
+        eligible = [(key, r) for key, r in self.ranked() if floor is None or r >= floor]
+        return (
+            tuple(key for key, r in eligible if r >= PRIOR_STARS),
+            tuple(key for key, r in eligible if r < PRIOR_STARS),
+        )
 
     def sellers(self, keys: Iterable[bytes]) -> list[SellerInfo]:
         """Profile and reputation of each key (once each, in first-seen order)."""

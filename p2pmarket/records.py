@@ -24,6 +24,8 @@ import msgpack
 
 from p2pmarket.errors import InvalidInput, InvalidRecord, StoreError
 from p2pmarket.money import CURRENCIES, MAX_MINOR_UNITS
+from p2pmarket.text import CONTROL as _CONTROL
+from p2pmarket.text import CONTROL_ONE_LINE as _CONTROL_ONE_LINE
 from p2pmarket.trade import Contract, parse_terms
 
 FORMAT_VERSION: Final = 1
@@ -62,12 +64,6 @@ DOMAIN: Final = {
 _ID_DOMAIN: Final = b"p2pmarket/listing-id/v1\x00"
 
 CATEGORY_RE: Final = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*(?:/[a-z0-9]+(?:-[a-z0-9]+)*)?$")
-# Never valid in text: C0 controls other than tab and newline, DEL, C1 controls
-# (U+009B is a terminal's CSI), and the bidi overrides and isolates that can make
-# text display differently from what it says.
-_UNSAFE: Final = "\x7f-\x9f\u202a-\u202e\u2066-\u2069"
-_CONTROL: Final = re.compile(f"[\\x00-\\x08\\x0b-\\x1f{_UNSAFE}]")
-_CONTROL_ONE_LINE: Final = re.compile(f"[\\x00-\\x1f{_UNSAFE}]")
 
 
 # ---------------------------------------------------------------------------
@@ -598,6 +594,8 @@ def _review(f: _Fields, now: int) -> Review:
     other = contract.seller if reviewer == contract.buyer else contract.buyer
     if subject != other:
         raise f.fail("subject", "is not the other party to the contract")
+    if contract.proposed > created + CLOCK_SKEW:
+        raise f.fail("contract", "was agreed after the review was written")
     return Review(
         reviewer=reviewer,
         subject=subject,

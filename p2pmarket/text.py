@@ -15,6 +15,13 @@ from typing import Final
 
 MAX_TOKEN_CHARS: Final = 32
 
+# Never valid in text from others: C0 controls other than tab and newline, DEL,
+# C1 controls (U+009B is a terminal's CSI), and the bidi overrides and isolates
+# that can make text display differently from what it says.
+_UNSAFE: Final = "\x7f-\x9f\u202a-\u202e\u2066-\u2069"
+CONTROL: Final = re.compile(f"[\\x00-\\x08\\x0b-\\x1f{_UNSAFE}]")
+CONTROL_ONE_LINE: Final = re.compile(f"[\\x00-\\x1f{_UNSAFE}]")
+
 _ASCII_WORD: Final = re.compile(r"[a-z0-9]+")
 _ACCENTS: Final = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
 

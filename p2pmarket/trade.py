@@ -44,6 +44,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgpack
 
+from p2pmarket.text import CONTROL
+
 if TYPE_CHECKING:
     from p2pmarket.crypto.signing import Signer
 
@@ -404,6 +406,7 @@ def parse_terms(doc: object) -> Terms | None:
     )
     _check(type(quantity) is int and 1 <= quantity <= MAX_QUANTITY, "a quantity is 1 to 10^6")
     _check(isinstance(note, str) and len(note) <= MAX_NOTE, f"a note is text of ≤ {MAX_NOTE}")
+    _check(not CONTROL.search(note), "a note contains control characters")
     _check(isinstance(listing_hash, bytes) and len(listing_hash) in (0, 32), "a bad listing hash")
     return Terms(listing_id, listing_seq, price, currency, quantity, note, listing_hash)
 

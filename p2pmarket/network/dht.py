@@ -7,18 +7,18 @@
 
 Keys stay at most 50 bytes: a py-libp2p 0.8.1 DHT server ignores a FIND_NODE whose
 key is longer and not a multihash, which would silently stop every lookup for
-that key at the first hop. So a catalogue key holds a hash of the seller's key.
+that key at the first hop. So a key by seller holds a hash of the seller's key.
 
 A review bundle is a msgpack list of up to :data:`MAX_BUNDLE` review records
-about one key, in (contract, reviewer) order, one per party per contract. No single
-author can sign a set of others' reviews, so every review in it is checked on
-its own, and whoever adds a review reads the bundle, merges, and puts it back
-(see :func:`pack_bundle`); of two bundles the larger wins, then the one with
-the newest review. A lost concurrent
-merge is repaired by the next one: each reviewer puts again on every start.
+about one key, in (contract, reviewer) order, one per party per contract. No
+single author can sign a set of others' reviews, so every review in it is
+checked on its own, and whoever adds a review reads the bundle, merges, and puts
+it back (see :func:`pack_bundle`); of two bundles the larger wins, then the one
+with the newest review. A lost concurrent merge is repaired by the next one:
+each reviewer puts again on every start.
 
-A value is accepted only if it is a valid signed record (the same checks as
-gossip and import) whose id is bound to the key: a listing's id is derived from
+Any other value is accepted only if it is a valid signed record (the same checks
+as gossip and import) whose id is bound to the key: a listing's id is derived from
 its seller's key, so nobody can overwrite another seller's listing or catalogue.
 Among valid values the highest ``seq`` wins, compared here explicitly: py-libp2p
 0.8.1 calls ``select`` with old and new in opposite orders for local and remote

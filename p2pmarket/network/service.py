@@ -516,13 +516,14 @@ class Network:
 
     # -- DHT ---------------------------------------------------------------
 
-    async def get_dht(self, key: str) -> bytes | None:
+    async def get_dht(self, key: str, *, fresh: bool = False) -> bytes | None:
         """The best value under ``key``: from the connected peers nearest the key
-        if they have it, else by a full Kademlia lookup."""
+        if they have it, else by a full Kademlia lookup. Unless ``fresh``, a value
+        in our own DHT store is taken without asking anyone."""
         dht = self._dht
         if dht is None or not self.running:
             raise NetworkError("the network is not running")
-        value = await self._get_nearby(dht, key)
+        value = await self._get_nearby(dht, key, fresh)
         if value is not None:
             return value
         with trio.move_on_after(self.config.dht_timeout):
@@ -534,7 +535,7 @@ class Network:
             return found
         return None
 
-    async def _get_nearby(self, dht: KadDHT, key: str) -> bytes | None:
+    async def _get_nearby(self, dht: KadDHT, key: str, fresh: bool) -> bytes | None:
         """Ask the few connected DHT peers nearest to ``key`` at once, over the
         connections we already have, and keep the best valid answer.
 
@@ -545,7 +546,7 @@ class Network:
         per-peer GET_VALUE (``value_store._get_from_peer``, py-libp2p 0.8.1)."""
         key_bytes = key.encode()
         host = self.host
-        local = dht.value_store.get(key_bytes)
+        local = None if fresh else dht.value_store.get(key_bytes)
         if local is not None:
             return bytes(local.value)
         peers = [p for p in host.get_connected_peers() if KAD_PROTOCOL in _protocols(host, p)]

@@ -52,8 +52,10 @@ class Query:
     limit: int = 20
     offset: int = 0
     hide_sellers: frozenset[bytes] = frozenset()  # blocked by the user
-    # Rated sellers, best first: the order of sort="rating" (unrated sellers follow).
+    # The order of sort="rating": rated sellers at or above an unrated seller's
+    # standing, best first; then unrated sellers; then the ``below`` ones.
     ranked: tuple[bytes, ...] = ()
+    below: tuple[bytes, ...] = ()
     only_sellers: frozenset[bytes] | None = None  # e.g. those over a minimum rating
 
 
@@ -112,23 +114,28 @@ class Searcher:
         return self._price_sorted(query, cursors, check_prefix, check, count)
 
     def _rating_sorted(self, query: Query, now: int, count: int) -> list[bytes]:
-        """Rated sellers' matches, best seller first (each seller's newest first),
-        then, unless only some sellers may match, everyone else's, newest first."""
+        """Well-rated sellers' matches, best seller first (each seller's newest
+        first); then, unless only some sellers may match, the unrated sellers',
+        newest first; then the poorly rated sellers'."""
         hits: list[bytes] = []
-        for seller in query.ranked:
-            if (query.seller is not None and seller != query.seller) or (
-                query.only_sellers is not None and seller not in query.only_sellers
-            ):
-                continue
-            one = replace(query, seller=seller, sort="newest", only_sellers=None)
-            hits += self._hits(one, now, count - len(hits))
-            if len(hits) >= count:
-                return hits
-        if query.only_sellers is None:
-            hidden = query.hide_sellers | frozenset(query.ranked)
-            hits += self._hits(
-                replace(query, sort="newest", hide_sellers=hidden), now, count - len(hits)
-            )
+
+        def take(sellers: tuple[bytes, ...]) -> None:
+            for seller in sellers:
+                if len(hits) >= count:
+                    return
+                if (query.seller is not None and seller != query.seller) or (
+                    query.only_sellers is not None and seller not in query.only_sellers
+                ):
+                    continue
+                one = replace(query, seller=seller, sort="newest", only_sellers=None)
+                hits.extend(self._hits(one, now, count - len(hits)))
+
+        take(query.ranked)
+        if query.only_sellers is None and len(hits) < count:
+            rated = frozenset(query.ranked) | frozenset(query.below)
+            rest = replace(query, sort="newest", hide_sellers=query.hide_sellers | rated)
+            hits += self._hits(rest, now, count - len(hits))
+        take(query.below)
         return hits
 
     def _price_sorted(

@@ -112,6 +112,22 @@ def test_a_review_about_anyone_but_the_other_party_is_rejected() -> None:
             records.validate(raw_record(fields, OTHER), NOW)
 
 
+def test_a_contract_agreed_after_its_review_was_written_is_rejected() -> None:
+    # Both parties colluding can sign any time; not one later than the review.
+    late = agreed_contract(when=NOW + 86400)
+
+    with pytest.raises(InvalidRecord, match="agreed after the review"):
+        records.validate(records.encode(signed_review(OTHER, late)), NOW + 86400)
+
+
+def test_a_contract_note_with_terminal_controls_is_rejected() -> None:
+    contract = agreed_contract()
+    sneaky = replace(contract, terms=replace(contract.terms, note="ok\x1b[2J\u202e"))
+
+    with pytest.raises(InvalidRecord, match="control characters"):
+        records.validate(records.encode(signed_review(OTHER, sneaky)), NOW)
+
+
 def test_a_review_signed_by_someone_else_than_its_reviewer_is_rejected() -> None:
     with pytest.raises(InvalidRecord, match="signature does not verify"):
         records.validate(raw_record(signed_review().fields(), THIRD), NOW)
@@ -266,18 +282,22 @@ def test_search_sorts_by_rating_and_filters_by_a_minimum(store: ListingStore) ->
         buyer = key(50 + n)
         contract = agreed_contract(buyer, seller, trade=trade_id(200 + n))
         store.put(signed_review(buyer, contract, stars=stars))
-    ranked = Ratings(store, store.get_profile).ranked()
-    assert [k for k, _ in ranked] == [good.public_key, poor.public_key]
+    ratings = Ratings(store, store.get_profile)
+    assert [k for k, _ in ratings.ranked()] == [good.public_key, poor.public_key]
 
-    def titles(**query: object) -> list[str]:
-        order = tuple(k for k, _ in ranked)
-        page = store.search(Query(text="sepeda", ranked=order, **query), NOW)  # type: ignore[arg-type]
-        return [item.title for item in page.listings]
+    def titles(floor: float | None = None, **query: object) -> list[str]:
+        ranked, below = ratings.standing(floor)
+        only = None if floor is None else frozenset(ranked + below)
+        q = Query(text="sepeda", ranked=ranked, below=below, only_sellers=only, **query)  # type: ignore[arg-type]
+        return [item.title for item in store.search(q, NOW).listings]
 
-    assert titles(sort="rating") == ["Sepeda 0", "Sepeda 1", "Sepeda 2"]
-    assert titles(sort="rating", limit=1, offset=1) == ["Sepeda 1"]
-    assert titles(only_sellers=frozenset({good.public_key})) == ["Sepeda 0"]
-    assert titles(only_sellers=frozenset()) == []
+    # A 1-star seller ranks below one nobody has reviewed yet.
+    assert titles(sort="rating") == ["Sepeda 0", "Sepeda 2", "Sepeda 1"]
+    assert titles(sort="rating", limit=1, offset=1) == ["Sepeda 2"]
+    assert titles(sort="rating", limit=2, offset=2) == ["Sepeda 1"]
+    assert titles(3.1) == ["Sepeda 0"]  # 5 stars from a newcomer: 3.22
+    assert titles(1.0, sort="rating") == ["Sepeda 0", "Sepeda 1"]
+    assert titles(5.0) == []
 
 
 # -- the DHT bundle -------------------------------------------------------------------
