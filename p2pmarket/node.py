@@ -667,7 +667,7 @@ class Node:
                 await self._bundles_event.wait()
             subject = self._bundles_due.pop()
             reviews = self.store.reviews.about(subject)
-            with contextlib.suppress(P2PMarketError):  # none found: ours alone, then
+            with contextlib.suppress(P2PMarketError):  # the lookup failed: ours alone
                 reviews += await self._fetch_bundle(subject)
             if reviews:
                 network.put_dht(reviews_key(subject), pack_bundle(reviews))
