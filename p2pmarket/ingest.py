@@ -132,8 +132,8 @@ def ingest(
         good: list[Record] = []
         results = iter(verifier.result())
         for position, record, count in decoded:
-            # all(), not a generator: each record consumes exactly its own results
-            if all([next(results) for _ in range(count)]):
+            # Each record consumes exactly its own results (a listing has one).
+            if next(results) if count == 1 else all([next(results) for _ in range(count)]):
                 good.append(record)
             else:
                 report.rejected.append((position, "sig: a signature does not verify"))

@@ -82,9 +82,16 @@ _U64: Final = struct.Struct(">Q")
 _MAX_U64: Final = 2**64 - 1
 SUFFIX_SIZE: Final = 24
 
-# expires, price, kind (0 sell, 1 wanted), currency, seller: every filter search
-# checks per candidate without reading the record (a blocked or rated seller too)
-SUMMARY: Final = struct.Struct(">QQB3s32s")
+# expires, price, kind (0 sell, 1 wanted), currency, the seller's first 8 bytes:
+# every filter search checks per candidate without reading the record (a blocked
+# or rated seller too). 8 bytes keep the summary small; matching another seller's
+# prefix would take ~2^64 key generations, for nothing but hiding one's own listings.
+SUMMARY: Final = struct.Struct(">QQB3s8s")
+SELLER_PREFIX: Final = 8
+
+
+def seller_prefix(seller: bytes) -> bytes:
+    return seller[:SELLER_PREFIX]
 
 
 def suffix(created: int, listing_id: bytes) -> bytes:

@@ -267,7 +267,7 @@ class _SummaryCheck:
     __slots__ = ("_currency", "_hidden", "_high", "_kind", "_low", "_now")
 
     def __init__(self, query: Query, now: int) -> None:
-        self._hidden = query.hide_sellers
+        self._hidden = frozenset(layout.seller_prefix(s) for s in query.hide_sellers)
         self._now = now
         self._low = query.min_price if query.min_price is not None else 0
         self._high = query.max_price if query.max_price is not None else 2**64

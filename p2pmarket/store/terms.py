@@ -44,7 +44,7 @@ def summary(listing: Listing) -> bytes:
         listing.price,
         KIND_CODES[listing.kind],
         listing.currency.encode("ascii"),
-        listing.seller,
+        layout.seller_prefix(listing.seller),
     )
 
 
