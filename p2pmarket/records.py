@@ -309,6 +309,8 @@ def _type_name(record: Record | Catalogue) -> str:
 
 
 def author(record: Record | Catalogue) -> bytes:
+    if isinstance(record, Listing):
+        return record.seller
     if isinstance(record, Profile):
         return record.owner
     if isinstance(record, Review):
