@@ -610,7 +610,7 @@ def profile_show(
     as_json: JsonOpt = False,
 ) -> None:
     """Show a profile and reputation from the local cache (yours by default)."""
-    from p2pmarket.crypto.peer_id import public_key_from_peer_id
+    from p2pmarket.crypto.peer_id import peer_id_from_public_key, public_key_from_peer_id
     from p2pmarket.display import profile_json, reputation_json, reputation_lines
     from p2pmarket.errors import NotFound
 
@@ -620,7 +620,8 @@ def profile_show(
         reputation = node.reputation(owner)
     if profile is None and reputation.counterparties == 0:
         raise NotFound(f"no profile or reviews for {peer_id or 'you'} in the local cache")
-    doc = profile_json(profile) if profile else {"peer_id": peer_id, "contacts": []}
+    who = {"peer_id": peer_id_from_public_key(owner), "contacts": []}
+    doc: dict[str, Any] = profile_json(profile) if profile else who
     if as_json:
         _print_json({**doc, "reputation": reputation_json(reputation)})
         return

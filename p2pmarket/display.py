@@ -128,7 +128,7 @@ def seller_label(seller: SellerInfo) -> str:
 
 
 def rating_text(reputation: Reputation) -> str:
-    """'★4.3 (12 reviews)', or 'no reviews yet'."""
+    """'★4.3 (12 reviews)', or '(no reviews yet)'."""
     if reputation.rating is None:
         return "(no reviews yet)"
     count = reputation.reviews
@@ -171,6 +171,7 @@ def review_json(review: Review) -> dict[str, Any]:
     contract = review.contract
     return {
         "trade": contract.trade.hex(),
+        "contract": contract.id.hex(),
         "reviewer": peer_id_from_public_key(review.reviewer),
         "reviewer_role": review.reviewer_role,
         "subject": peer_id_from_public_key(review.subject),
@@ -178,7 +179,7 @@ def review_json(review: Review) -> dict[str, Any]:
         "stars": review.stars,
         "text": review.text,
         "written": iso_time(review.created),
-        "contract": {
+        "terms": {
             "listing": format_id(contract.terms.listing_id),
             "price": price_json(contract.terms.price, contract.terms.currency),
             "quantity": contract.terms.quantity,

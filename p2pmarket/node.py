@@ -737,7 +737,9 @@ class Node:
             async with receive:
                 yield receive
         finally:
-            self._subscribers.remove(send)
+            # _emit drops a subscriber whose channel closed, maybe before this runs.
+            if send in self._subscribers:
+                self._subscribers.remove(send)
             send.close()
 
     def _on_network_event(self, event: Event) -> None:

@@ -553,3 +553,14 @@ def test_a_bad_config_value_is_config_error(home: Path, config: str) -> None:
 
     with pytest.raises(ConfigError):
         Node.open(home)
+
+
+async def test_a_subscriber_whose_channel_closed_first_leaves_without_an_error(
+    node: Node,
+) -> None:
+    # Found by the gossip benchmark: an event emitted after the subscriber's
+    # channel closed drops the subscriber, and leaving events() then raised.
+    async with node.events() as events:
+        await events.aclose()
+        node.create_listing(title="Sepeda lipat", price=100, category="vehicles")
+    assert node._subscribers == []
