@@ -1033,7 +1033,9 @@ class Node:
     ) -> TradeView:
         """Take a step in a trade: ``counter`` (with new price, quantity or note),
         ``accept``, ``decline``, ``cancel``, ``paid``, ``shipped``, ``complete``."""
-        if kind not in ("counter", "accept", "decline", "cancel", "paid", "shipped", "complete"):
+        from p2pmarket.trade import STEPS
+
+        if kind not in STEPS:
             raise InvalidInput(f"unknown trade step {kind!r}")
         return self._desk.act(_trade_id(trade_id), kind, price=price, quantity=quantity, note=note)  # type: ignore[arg-type]
 

@@ -348,7 +348,8 @@ def make_move(
 
 MAX_NOTE: Final = 500  # characters
 MAX_QUANTITY: Final = 1_000_000
-_KINDS: Final = frozenset(_AGREED_ORDER) | {"offer", "counter", "accept", "decline"}
+STEPS: Final = frozenset(_AGREED_ORDER) | {"counter", "accept", "decline"}  # all but the offer
+_KINDS: Final = STEPS | {"offer"}
 
 
 def pack_move(move: Move) -> bytes:

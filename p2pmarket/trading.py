@@ -114,16 +114,17 @@ class TradeDesk:
         """A move from the other party (its letter's sender is its author). Kept
         if it is an offer to us or a move in one of our trades; True if new.
         Raises :class:`NotYet` for a move whose offer has not arrived."""
+        held = self._store.moves(move.trade)
         if move.kind == "offer":
             ours = move.seller == self._own_key
         else:
-            known = resolve(self._store.moves(move.trade), move.trade, self._now())
+            known = resolve(held, move.trade, self._now())
             if known is None:
                 raise NotYet("a move of a trade whose offer has not arrived")
             ours = move.author in (known.buyer, known.seller)
         if not ours or not self._store.add(move):
             return False
-        view = resolve(self._store.moves(move.trade), move.trade, self._now())
+        view = resolve([*held, move], move.trade, self._now())
         if view is not None:
             self._emit(TradeUpdated(view))
         return True
@@ -136,6 +137,12 @@ class TradeDesk:
 
     def views(self) -> list[TradeView]:
         """Every trade, the most recently moved first."""
-        found = [self.view(t) for t in self._store.trades()]
-        moves = {v.trade: max(m.time for m in self._store.moves(v.trade)) for v in found}
-        return sorted(found, key=lambda v: moves[v.trade], reverse=True)
+        now = self._now()
+        found: list[tuple[int, TradeView]] = []
+        for trade in self._store.trades():
+            moves = self._store.moves(trade)
+            view = resolve(moves, trade, now)
+            if view is not None:
+                found.append((max(m.time for m in moves), view))
+        found.sort(key=lambda item: item[0], reverse=True)
+        return [view for _, view in found]

@@ -20,7 +20,7 @@ so a review and its index entries are stored together or not at all.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Final, Literal
 
 import plyvel
@@ -124,22 +124,14 @@ class Reviews:
 
     def about(self, key: bytes) -> list[Review]:
         """The reviews others wrote about ``key``, newest first."""
-        found = []
-        for dealing in self.dealings(key):
-            if dealing.received:
-                review = self.get(dealing.contract, dealing.other)
-                if review is not None:
-                    found.append(review)
-        return sorted(found, key=lambda r: (r.created, r.key), reverse=True)
+        return self._newest_first((d.contract, d.other) for d in self.dealings(key) if d.received)
 
     def by(self, key: bytes) -> list[Review]:
         """The reviews ``key`` wrote, newest first."""
-        found = []
-        for dealing in self.dealings(key):
-            if dealing.given:
-                review = self.get(dealing.contract, key)
-                if review is not None:
-                    found.append(review)
+        return self._newest_first((d.contract, key) for d in self.dealings(key) if d.given)
+
+    def _newest_first(self, keys: Iterable[tuple[bytes, bytes]]) -> list[Review]:
+        found = [r for r in (self.get(c, reviewer) for c, reviewer in keys) if r is not None]
         return sorted(found, key=lambda r: (r.created, r.key), reverse=True)
 
     def reviewed(self) -> Iterator[bytes]:
