@@ -52,6 +52,13 @@ class Config:
     sync_minutes: int = 10  # catch up with one peer this often (0: only on connect)
     read_receipts: bool = True  # tell senders when we have read their messages
     mailbox_mb: int = 64  # others' offline mail we hold at most (0: hold none)
+    # Resource limits: see NetworkConfig and docs/PROTOCOL.md, "Resource limits".
+    max_connections: int = 100  # connections peers dial to us (ours get 25 more)
+    max_connections_per_peer: int = 3
+    max_connections_per_ip: int = 8  # inbound; loopback is not counted
+    max_streams_per_peer: int = 64  # inbound streams one peer has open at once
+    gossip_rate: float = 100.0  # gossip records a second one peer may send us…
+    gossip_burst: float = 1000.0  # …in bursts of up to this many
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any], origin: str) -> Config:
@@ -99,6 +106,7 @@ class Config:
             value = getattr(config, key)
             if type(value) is not int or not low <= value <= 10**9:
                 raise ConfigError(f"{origin}: {key} must be a whole number of at least {low}")
+        _check_limits(config, origin)
         return replace(config, currency=check_currency(config.currency))
 
     def network(self) -> NetworkConfig:
@@ -109,7 +117,31 @@ class Config:
             follow=self.follow,
             sync_interval=self.sync_minutes * 60.0,
             hold_mail=self.mailbox_mb > 0,
+            max_connections=self.max_connections,
+            max_connections_per_peer=self.max_connections_per_peer,
+            max_connections_per_ip=self.max_connections_per_ip,
+            max_streams_per_peer=self.max_streams_per_peer,
+            rate=float(self.gossip_rate),
+            burst=float(self.gossip_burst),
         )
+
+
+def _check_limits(config: Config, origin: str) -> None:
+    """The resource limits: whole numbers of at least 1; rates positive numbers."""
+    for key in (
+        "max_connections",
+        "max_connections_per_peer",
+        "max_connections_per_ip",
+        "max_streams_per_peer",
+    ):
+        value = getattr(config, key)
+        if type(value) is not int or not 1 <= value <= 100_000:
+            raise ConfigError(f"{origin}: {key} must be a whole number from 1 to 100000")
+    rate, burst = config.gossip_rate, config.gossip_burst
+    if type(rate) not in (int, float) or not 0 < rate <= 1e9:
+        raise ConfigError(f"{origin}: gossip_rate must be a number above 0 (records a second)")
+    if type(burst) not in (int, float) or not 1 <= burst <= 1e9:
+        raise ConfigError(f"{origin}: gossip_burst must be a number of at least 1")
 
 
 @dataclass(frozen=True, slots=True)

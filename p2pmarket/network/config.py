@@ -40,3 +40,10 @@ class NetworkConfig:
     sync_interval: float = 600.0  # …and with one peer this often, seconds
     mail_interval: float = 300.0  # ask our mailbox holders for mail this often, seconds
     hold_mail: bool = True  # keep offline mail for others (the node's store sets how much)
+    # Resource limits (network/limits.py; docs/PROTOCOL.md, "Resource limits").
+    max_connections: int = 100  # connections peers dial to us, in total
+    outbound_room: int = 25  # connections we dial may go this far over that
+    max_connections_per_peer: int = 3  # both directions (a simultaneous dial makes 2)
+    max_connections_per_ip: int = 8  # inbound, from one IP address
+    max_streams_per_peer: int = 64  # inbound streams of one peer open at once
+    limit_loopback: bool = False  # also count 127.0.0.1 / ::1 per IP (tests do)

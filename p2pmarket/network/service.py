@@ -57,6 +57,7 @@ from p2pmarket.network.dht import (
     ProfileValidator,
     ReviewsValidator,
 )
+from p2pmarket.network.limits import Gate, Limits, connection_config, hang_up
 from p2pmarket.network.mailbox import MAILBOX_PROTOCOL, MailboxService, MailHolder
 from p2pmarket.network.messaging import Messenger, OnEnvelope
 from p2pmarket.network.peerbook import PeerBook
@@ -207,6 +208,10 @@ class Network:
         self._now = now
         self._book = PeerBook.load(peerbook)
         self._limiter = RateLimiter(config.rate, config.burst, time.monotonic)
+        # Connection and stream caps (limits.py); bootstrap peers and those we
+        # connected to (the peer book) are never dropped for the inbound caps.
+        bootstrap_ids = {a.rsplit("/p2p/", 1)[-1] for a in config.bootstrap}
+        self._gate = Gate(Limits.of(config), lambda p: p in bootstrap_ids or p in self._book.peers)
         self._topics = topics.subscriptions(config.follow)
         self._listen = [self._parse_listen(a) for a in config.listen]
         self._host: IHost | None = None
@@ -273,7 +278,9 @@ class Network:
             listen_addrs=self._listen,
             enable_mDNS=config.mdns,
             muxer_preference="YAMUX",
+            connection_config=connection_config(self._gate.limits),
         )
+        self._gate.install(host)
         gossipsub = GossipSub(
             protocols=_GOSSIP_PROTOCOLS,
             degree=MESH_DEGREE,
@@ -621,6 +628,11 @@ class Network:
             peer = conn.muxed_conn.peer_id
             peer_id = peer.to_base58()
             if is_open:
+                excess = self._gate.check(host, self.peer_score)
+                if excess:  # over a connection limit: the newest or worst-scored go
+                    self._nursery_start(hang_up, excess)
+                    if conn in excess:
+                        continue
                 addrs = [str(a) for a in conn.get_transport_addresses()]
                 if self._dht is not None:
                     # KadDHT does not learn the peers we connect to by itself.
