@@ -77,6 +77,15 @@ class SortChoice(enum.StrEnum):
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
 
+def _listing_id_callback(value: str) -> str:
+    from p2pmarket.cli_input import check_listing_id
+
+    return check_listing_id(value)
+
+
+ListingIdArg = Annotated[str, typer.Argument(metavar="ID", callback=_listing_id_callback)]
+
+
 @app.callback()
 def _root(
     home: Annotated[
@@ -119,32 +128,30 @@ def _open() -> Backend:
     """The running daemon (through its control socket), else the home's store.
 
     While a daemon runs it holds the store, so every command goes through it,
-    and writes are published to peers as well as stored."""
-    from p2pmarket.node import Node
+    and writes are published to peers as well as stored. A starting daemon is
+    waited for (see p2pmarket.backend)."""
+    from p2pmarket.backend import open_client_or_node
+
+    return open_client_or_node(_home_path(), _ask_passphrase)
+
+
+def _daemon(not_running: str | None = None) -> Client:
+    """A client of the home's daemon (waiting while it starts); DaemonNotRunning,
+    in one line, when none runs."""
+    from p2pmarket.backend import open_client
+    from p2pmarket.home import Home
     from p2pmarket.rpc.client import DaemonNotRunning
 
-    try:
-        return _daemon()
-    except DaemonNotRunning:
-        return Node.open(STATE.home, passphrase=_ask_passphrase)
-
-
-def _daemon() -> Client:
-    """A client of the home's daemon; DaemonNotRunning, in one line, when none runs."""
-    from p2pmarket.home import Home
-    from p2pmarket.rpc.client import Client, DaemonNotRunning
-
     home = Home(_home_path())
-    try:
-        if not home.control_socket.exists():  # cheap, and right for any path length
-            raise DaemonNotRunning("no control socket")
-        return Client.open(home.control_socket)
-    except DaemonNotRunning:
+    client = open_client(home.root)
+    if client is None:
         home.require()
         raise DaemonNotRunning(
-            "this needs the network and the daemon is not running: "
+            not_running
+            or "this needs the network and the daemon is not running: "
             "start it with `p2pmarket daemon` (in another terminal)"
-        ) from None
+        )
+    return client
 
 
 def _config() -> Config:
@@ -163,9 +170,13 @@ def _public_key() -> bytes:
 
 
 def _home_path() -> Path:
+    """The home, refused (with the fix) if other users could change it."""
     from p2pmarket.home import default_home
+    from p2pmarket.localtrust import check_home
 
-    return STATE.home.expanduser() if STATE.home is not None else default_home()
+    home = STATE.home.expanduser() if STATE.home is not None else default_home()
+    check_home(home)
+    return home
 
 
 def _amount(text: str | None, currency: str) -> int | None:
@@ -369,7 +380,7 @@ def listing_create(
 
 @listing_app.command("update")
 def listing_update(
-    listing_id: Annotated[str, typer.Argument(metavar="ID")],
+    listing_id: ListingIdArg,
     title: Annotated[str | None, typer.Option()] = None,
     price: Annotated[str | None, typer.Option()] = None,
     currency: Annotated[str | None, typer.Option()] = None,
@@ -410,9 +421,7 @@ def listing_update(
 
 
 @listing_app.command("withdraw")
-def listing_withdraw(
-    listing_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonOpt = False
-) -> None:
+def listing_withdraw(listing_id: ListingIdArg, as_json: JsonOpt = False) -> None:
     """Withdraw one of your listings for good."""
     from p2pmarket.display import tombstone_json
     from p2pmarket.records import format_id
@@ -426,9 +435,7 @@ def listing_withdraw(
 
 
 @listing_app.command("show")
-def listing_show(
-    listing_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonOpt = False
-) -> None:
+def listing_show(listing_id: ListingIdArg, as_json: JsonOpt = False) -> None:
     """Show one listing from the local cache."""
     with _open() as node:
         _show_listing(node.get_listing(listing_id), as_json)
@@ -762,7 +769,8 @@ def stop() -> None:
 
     from p2pmarket.home import Home
 
-    with _daemon() as client:
+    not_running = f"no daemon is running on {_home_path()}: there is nothing to stop"
+    with _daemon(not_running) as client:
         client.stop()
     # The daemon closes its store, then removes its socket: wait for that, so
     # that the next command can use the home at once.
@@ -776,9 +784,7 @@ def stop() -> None:
 
 
 @listing_app.command("fetch")
-def listing_fetch(
-    listing_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonOpt = False
-) -> None:
+def listing_fetch(listing_id: ListingIdArg, as_json: JsonOpt = False) -> None:
     """Look a listing up in the DHT (and keep it in the local cache)."""
     from p2pmarket.records import parse_id
 
@@ -958,7 +964,7 @@ def _print_trade(view: TradeView, as_json: bool) -> None:
 
 @trade_app.command("offer")
 def trade_offer(
-    listing_id: Annotated[str, typer.Argument(metavar="LISTING_ID")],
+    listing_id: Annotated[str, typer.Argument(metavar="LISTING_ID", callback=_listing_id_callback)],
     price: Annotated[
         str | None, typer.Option(help="Your price in the listing's currency; default: its price.")
     ] = None,
@@ -1202,15 +1208,61 @@ def _fail(message: str, code: int) -> NoReturn:
     raise SystemExit(code)
 
 
+def _check_text_params(command: Any) -> None:
+    """Make every command refuse text options that are not UTF-8 (see cli_input)
+    before it runs, naming the option: nothing downstream can encode them."""
+    from typer._click.types import StringParamType
+
+    from p2pmarket.cli_input import check_text
+
+    subcommands = getattr(command, "commands", None)
+    if subcommands is not None:
+        for sub in subcommands.values():
+            _check_text_params(sub)
+        return
+    inner = command.callback
+    if inner is None:
+        return
+    names = {
+        p.name: p.opts[0] if p.opts[0].startswith("-") else (p.metavar or p.name.upper())
+        for p in command.params
+        if isinstance(p.type, StringParamType) and p.opts
+    }
+
+    def checked(**kwargs: Any) -> Any:
+        for name, value in kwargs.items():
+            if name in names:
+                check_text(names[name], value)
+        return inner(**kwargs)
+
+    command.callback = checked
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; errors become one line on stderr and an exit status."""
+    # Nothing this program writes (the store, the socket, exports) is for other
+    # users, and LevelDB creates its files with the umask. Restored on the way
+    # out for a program (a test) that calls main() in-process.
+    previous = os.umask(0o077)
+    try:
+        _run(argv)
+    finally:
+        os.umask(previous)
+
+
+def _run(argv: list[str] | None) -> None:
     # typer 0.26-0.28 vendor click as typer._click (pinned in pyproject.toml); its
     # usage errors derive from ClickException.
+    import typer.main
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
+    from p2pmarket.cli_input import message_for
+
     args = sys.argv[1:] if argv is None else argv
+    command = typer.main.get_command(app)
+    _check_text_params(command)
     try:
-        result = app(args=args, prog_name="p2pmarket", standalone_mode=False)
+        result = command.main(args=args, prog_name="p2pmarket", standalone_mode=False)
     except NoArgsIsHelpError as exc:
         sys.stdout.write(exc.format_message() + "\n")
         raise SystemExit(0) from None
@@ -1223,7 +1275,7 @@ def main(argv: list[str] | None = None) -> None:
     except P2PMarketError as exc:
         if STATE.debug or "--debug" in args:
             raise
-        _fail(str(exc), 1)
+        _fail(message_for(exc), 1)
     except BrokenPipeError:
         raise SystemExit(1) from None
     if isinstance(result, int) and result:

@@ -13,15 +13,21 @@ import logging
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import trio
 
-from p2pmarket.errors import P2PMarketError
+from p2pmarket.daemonlock import DaemonLocks
+from p2pmarket.errors import P2PMarketError, StoreLocked
+from p2pmarket.home import Home, default_home
 from p2pmarket.network.config import NetworkConfig
+from p2pmarket.network.ports import check_listen_ports
 from p2pmarket.node import Node, Passphrase
 
 log = logging.getLogger("p2pmarket.daemon")
+
+# How long a starting daemon waits for a CLI command that holds the store.
+_STORE_WAIT: Final = 5.0
 
 
 async def run_daemon(
@@ -31,16 +37,28 @@ async def run_daemon(
     *,
     ready: Callable[[Node], None] = lambda node: None,
 ) -> None:
-    """Run until a signal or a ``stop`` call; ``ready`` is called once serving."""
+    """Run until a signal or a ``stop`` call; ``ready`` is called once serving.
+
+    Before anything starts: the home must be the user's alone, no other daemon may
+    hold it or run the same identity on this machine, and no other program may
+    listen on a fixed listen port. Each is refused in one line."""
     from p2pmarket.rpc.server import NODE_METHODS, serve
 
-    node = Node.open(home, passphrase=passphrase, resident=True)
+    paths = Home(home.expanduser() if home is not None else default_home())
+    paths.require()  # a missing or unsafe home fails before any file is made in it
+    locks = DaemonLocks(paths.root)
+    node: Node | None = None
     try:
+        locks.take_home()
+        node = await _open_node(paths.root, passphrase)
+        locks.take_identity(node.peer_id)
+        check_listen_ports((config or node.network_config()).listen)
         node.unlock()  # fail now, not at the first write, on a wrong passphrase
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_signal, node, nursery.cancel_scope)
 
             async def network(task_status: Any) -> None:
+                assert node is not None
                 await node.run(config, task_status=task_status)
                 # node.stop() was called. Close the store before the control socket
                 # goes away: a client that sees the socket gone may open the home.
@@ -59,7 +77,22 @@ async def run_daemon(
             raise
         raise cause from None
     finally:
-        node.close()
+        if node is not None:
+            node.close()
+        locks.release()  # after the store is closed: see daemonlock
+
+
+async def _open_node(root: Path, passphrase: Passphrase) -> Node:
+    """Open the home's node; a short CLI command holding the store is waited for
+    (a few seconds), as the command would wait for a starting daemon."""
+    deadline = trio.current_time() + _STORE_WAIT
+    while True:
+        try:
+            return Node.open(root, passphrase=passphrase, resident=True)
+        except StoreLocked:
+            if trio.current_time() > deadline:
+                raise
+        await trio.sleep(0.1)
 
 
 def _lone_error(group: BaseExceptionGroup[BaseException]) -> P2PMarketError | None:

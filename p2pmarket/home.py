@@ -7,6 +7,10 @@ A home holds everything one node owns::
     store/           the LevelDB store
     peers            peers this node has connected to, redialled after a restart
     node.sock        the running daemon's control socket (0600)
+    daemon.lock      held (flock) by the daemon while it runs; see daemonlock
+
+The home must be the user's alone (see localtrust): whoever can write it could
+swap the key or the control socket.
 
 Settings come from defaults, then ``config.toml``; the CLI applies its flags on top.
 """
@@ -188,10 +192,15 @@ class Home:
         return Config.from_mapping(data, str(self.config_file))
 
     def require(self) -> None:
-        """Fail clearly when the home was never initialised."""
+        """Fail clearly when the home was never initialised, or is not safe to use
+        (other users can write it, or a folder above it)."""
+        from p2pmarket.localtrust import check_home, check_private_file
+
+        check_home(self.root)
         if not self.root.is_dir():
             raise ConfigError(
                 f"no p2pmarket home at {self.root}: run `p2pmarket init` (or pass --home)"
             )
         if not self.initialised:
             raise ConfigError(f"{self.root} has no identity yet: run `p2pmarket init`")
+        check_private_file(self.key_file)

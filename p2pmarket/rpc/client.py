@@ -85,11 +85,21 @@ class Client:
     ) -> Client:
         """Connect to the daemon listening on ``socket_path`` (``<home>/node.sock``).
 
-        Raises :class:`DaemonNotRunning` when no daemon listens there. (Not named
-        ``connect``: that is the Node method that connects to a peer.)
+        Raises :class:`DaemonNotRunning` when no daemon listens there, and
+        :class:`~p2pmarket.errors.ConfigError` when the socket file is not the
+        user's own (a symlink, or another user's socket): the user's commands
+        must never reach a daemon someone else runs.
+        (Not named ``connect``: that is the Node method that connects to a peer.)
         """
+        from p2pmarket.localtrust import check_own_socket
+
         path = Path(socket_path)
         address = codec.check_socket_path(path)
+        if not check_own_socket(path):
+            raise DaemonNotRunning(
+                f"the p2pmarket daemon is not running (no socket at {path}): "
+                "start it with `p2pmarket daemon`"
+            )
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(timeout)

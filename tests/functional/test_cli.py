@@ -464,7 +464,7 @@ def test_json_output_is_exactly_one_document(
         (["--price", "1.234"], 1, "decimals"),
         (["--price", "1", "--currency", "XYZ"], 1, "unknown currency"),
         (["--price", "1", "--expires-days", "0"], 2, "--expires-days"),
-        (["--price", "1", "--title", "x" * 141], 1, "listing.title"),
+        (["--price", "1", "--title", "x" * 141], 1, "--title: longer than 140"),
     ],
 )
 def test_bad_listing_values_are_one_error_line_and_store_nothing(

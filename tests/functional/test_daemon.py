@@ -301,7 +301,7 @@ def test_the_control_socket_is_only_for_its_user(lone: Daemon) -> None:
 
 @pytest.mark.parametrize(
     "command",
-    ["peers", "connect", "stop", "listing fetch", "seller", "watch", "msg check"],
+    ["peers", "connect", "listing fetch", "seller", "watch", "msg check"],
 )
 def test_a_command_that_needs_the_network_fails_in_one_line_without_a_daemon(
     idle_home: Path, command: str
