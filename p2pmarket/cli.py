@@ -1223,10 +1223,10 @@ def _check_text_params(command: Any) -> None:
     inner = command.callback
     if inner is None:
         return
-    names = {
-        p.name: p.opts[0] if p.opts[0].startswith("-") else (p.metavar or p.name.upper())
+    names = {  # as the help shows them: --title, or WORDS for an argument
+        p.name: p.opts[0] if p.opts[0].startswith("-") else p.name.upper()
         for p in command.params
-        if isinstance(p.type, StringParamType) and p.opts
+        if isinstance(p.type, StringParamType) and p.name and p.opts
     }
 
     def checked(**kwargs: Any) -> Any:
@@ -1278,5 +1278,7 @@ def _run(argv: list[str] | None) -> None:
         _fail(message_for(exc), 1)
     except BrokenPipeError:
         raise SystemExit(1) from None
+    if result == 130:  # typer's answer to a KeyboardInterrupt in a command
+        _fail("interrupted", 130)
     if isinstance(result, int) and result:
         raise SystemExit(result)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from typing import Final
@@ -38,11 +39,22 @@ class _FdReader:
 
 
 def main() -> None:
+    # Ctrl-C in a terminal reaches the whole process group. The parent owns it:
+    # it stops the ingest and closes our stdin, which ends this loop. Left to
+    # the default, each Ctrl-C printed this process's KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     unpacker = msgpack.Unpacker(_FdReader(sys.stdin.fileno()), max_buffer_size=_MAX_FRAME)
     out = sys.stdout.buffer
-    for batch in unpacker:
-        out.write(msgpack.packb(verify_batch([(k, m, s) for k, m, s in batch])))
-        out.flush()
+    try:
+        for batch in unpacker:
+            out.write(msgpack.packb(verify_batch([(k, m, s) for k, m, s in batch])))
+            out.flush()
+    except BrokenPipeError:
+        # The parent is gone (killed with -9, say) and nobody reads the answers:
+        # nothing is lost, since only the parent stores what was verified. Leave
+        # without the interpreter's final flush, which would fail the same way
+        # and print a traceback into the parent's log.
+        os._exit(0)
 
 
 class VerifierProcess:
@@ -53,6 +65,11 @@ class VerifierProcess:
             [sys.executable, "-m", "p2pmarket.crypto.verify_worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            # A process group of its own: Ctrl-C in the terminal goes to the
+            # foreground group only, so it reaches the parent, which stops the
+            # ingest and closes our stdin. (A SIGINT during the worker's own
+            # start-up would otherwise print its KeyboardInterrupt traceback.)
+            process_group=0,
         )
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._stdin = self._proc.stdin
