@@ -24,6 +24,7 @@ import msgpack
 
 from p2pmarket.errors import InvalidInput, InvalidRecord, StoreError
 from p2pmarket.money import CURRENCIES, MAX_MINOR_UNITS
+from p2pmarket.quoting import shown
 from p2pmarket.text import CONTROL as _CONTROL
 from p2pmarket.text import CONTROL_ONE_LINE as _CONTROL_ONE_LINE
 from p2pmarket.trade import Contract, parse_terms
@@ -655,11 +656,11 @@ def _parse(
         raise InvalidRecord(None, "a record must be a msgpack map")
     kind = doc.get("type")
     if not isinstance(kind, str) or kind not in checkers:
-        raise InvalidRecord("type", f"unknown record type {kind!r}")
+        raise InvalidRecord("type", f"unknown record type {shown(kind)}")
     checker = checkers[kind]
     # type() and not ==: msgpack's true equals 1 in Python.
     if type(doc.get("v")) is not int or doc["v"] != FORMAT_VERSION:
-        raise InvalidRecord(f"{kind}.v", f"unsupported format version {doc.get('v')!r}")
+        raise InvalidRecord(f"{kind}.v", f"unsupported format version {shown(doc.get('v'))}")
     record = checker(_Fields(kind, doc, data), now)
     # Every value's type is checked above, so re-encoding the parsed map gives the
     # input back exactly when the values are minimally encoded, no key repeats,

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgpack
 
+from p2pmarket.errors import Malformed
 from p2pmarket.text import CONTROL
 
 if TYPE_CHECKING:
@@ -360,24 +361,28 @@ def pack_move(move: Move) -> bytes:
 
 
 def unpack_move(data: bytes) -> Move:
-    """A move from a letter's body; ValueError, saying why, for anything malformed."""
+    """A move from a letter's body; :class:`Malformed` (a ValueError), saying why,
+    for anything else: whatever the sender put there, nothing else escapes."""
     try:
         doc = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except (ValueError, TypeError, msgpack.UnpackException, RecursionError):
-        raise ValueError("a trade move is not msgpack") from None
-    if not isinstance(doc, list) or len(doc) != 10 or doc[0] != 1:
-        raise ValueError("a trade move is [1, trade, author, kind, parent, seq, time, terms, …]")
+        raise Malformed("a trade move is not msgpack") from None
+    if not isinstance(doc, list) or len(doc) != 10 or type(doc[0]) is not int or doc[0] != 1:
+        raise Malformed("a trade move is [1, trade, author, kind, parent, seq, time, terms, …]")
     _, trade, author, kind, parent, seq, time, terms, seller, signature = doc
     try:
         return _move(trade, author, kind, parent, seq, time, terms, seller, signature)
-    except ValueError as exc:
-        raise ValueError(f"a malformed trade move: {exc}") from None
+    except Malformed as exc:
+        raise Malformed(f"a malformed trade move: {exc}") from None
 
 
 def _move(*fields: Any) -> Move:
     trade, author, kind, parent, seq, time, terms, seller, signature = fields
     _check(isinstance(trade, bytes) and len(trade) == 16, "its trade id is not 16 bytes")
     _check(isinstance(author, bytes) and len(author) == 32, "its author is not a 32-byte key")
+    # Text first: a list or a map is unhashable, and `in` a frozenset raised
+    # TypeError, which blocked the victim's mail (the hole fuzzing found).
+    _check(isinstance(kind, str), "its kind is not text")
     _check(kind in _KINDS, f"unknown kind {kind!r:.40}")
     _check(isinstance(parent, bytes) and len(parent) in (0, 16), "its parent is not a move id")
     _check(type(seq) is int and 1 <= seq < 2**31, "its seq is not a positive integer")
@@ -388,8 +393,9 @@ def _move(*fields: Any) -> Move:
 
 
 def parse_terms(doc: object) -> Terms | None:
-    """Terms from their wire form (:meth:`Terms.fields`), None for none; ValueError,
-    saying why, for anything malformed. Shared by moves and by reviews' contracts."""
+    """Terms from their wire form (:meth:`Terms.fields`), None for none;
+    :class:`Malformed` (a ValueError), saying why, for anything else. Shared by
+    moves and by reviews' contracts."""
     if doc is None:
         return None
     _check(isinstance(doc, list) and len(doc) == 7, "its terms are not 7 fields")
@@ -413,5 +419,7 @@ def parse_terms(doc: object) -> Terms | None:
 
 
 def _check(ok: bool, why: str) -> None:
+    """Refuse with a fixed message: nothing from the input is formatted into it,
+    so a huge or deeply nested value cannot make the refusal itself fail."""
     if not ok:
-        raise ValueError(why)
+        raise Malformed(why)

@@ -38,6 +38,7 @@ import nacl.signing
 
 from p2pmarket.crypto.signing import Signer, verify
 from p2pmarket.errors import EnvelopeOutOfTime, InvalidEnvelope
+from p2pmarket.quoting import shown
 
 VERSION: Final = 1
 MAX_ENVELOPE: Final = 64 * 1024  # bytes, on the wire and in a mailbox
@@ -131,7 +132,7 @@ def _outside(data: bytes) -> tuple[bytes, bytes]:
         raise InvalidEnvelope("an envelope is a map of box, to and v, in that order")
     box, to, version = doc["box"], doc["to"], doc["v"]
     if type(version) is not int or version != VERSION:
-        raise InvalidEnvelope(f"unsupported envelope version {version!r}")
+        raise InvalidEnvelope(f"unsupported envelope version {shown(version)}")
     if not isinstance(to, bytes) or len(to) != KEY_SIZE:
         raise InvalidEnvelope("an envelope's recipient is not a 32-byte key")
     if not isinstance(box, bytes) or len(box) <= _SEAL_OVERHEAD:
@@ -172,7 +173,7 @@ def open_envelope(data: bytes, recipient: Signer, now: int) -> Letter:
     if type(sent) is not int:
         raise InvalidEnvelope("the letter's time is not an integer")
     if not isinstance(kind, str) or kind not in KINDS:
-        raise InvalidEnvelope(f"unknown letter kind {kind!r}")
+        raise InvalidEnvelope(f"unknown letter kind {shown(kind)}")
     if not isinstance(body, bytes) or not isinstance(signature, bytes):
         raise InvalidEnvelope("the letter's body and signature must be bytes")
     letter = Letter(sender, named, letter_id, sent, kind, body)

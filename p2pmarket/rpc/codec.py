@@ -42,6 +42,7 @@ import msgpack
 
 from p2pmarket import errors, records
 from p2pmarket.errors import InvalidRecord, P2PMarketError, StoreError
+from p2pmarket.quoting import shown
 
 MAX_FRAME: Final = 16 * 1024 * 1024
 HEADER: Final = struct.Struct(">I")
@@ -208,7 +209,7 @@ def _from_ext(code: int, data: bytes) -> object:
             raise ProtocolError("a dataclass must be sent as [name, {field: value}]")
         name, fields = body
         if not isinstance(name, str) or name not in DATACLASSES:
-            raise ProtocolError(f"unknown dataclass {name!r}: is the daemon another release?")
+            raise ProtocolError(f"unknown dataclass {shown(name)}: is the daemon another release?")
         hints = _field_hints(name)
         try:
             return _class(name)(
@@ -245,7 +246,7 @@ def _coerce(value: object, hint: Any) -> object:
         try:
             return hint(value)
         except ValueError:
-            raise ProtocolError(f"{value!r} is not a {hint.__name__}") from None
+            raise ProtocolError(f"{shown(value)} is not a {hint.__name__}") from None
     if not isinstance(value, list):
         return value
     origin, args = typing.get_origin(hint), typing.get_args(hint)
