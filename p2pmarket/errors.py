@@ -14,6 +14,7 @@ msgpack are translated into this tree at the module that calls them, so callers
     ├── StoreError           the LevelDB store cannot be opened or written
     │   └── StoreLocked      another process (the daemon?) holds the store
     ├── ConfigError          a bad config.toml value or a bad home folder
+    ├── Malformed            bytes from outside (a peer, a file) that do not decode
     └── NetworkError         a peer cannot be reached, or a look-up failed
         └── OfflineError     the operation needs the network, which is not running
 """
@@ -63,6 +64,14 @@ class StoreLocked(StoreError):
 
 class ConfigError(P2PMarketError):
     """A configuration value or the home folder is unusable."""
+
+
+class Malformed(P2PMarketError, ValueError):
+    """Bytes from outside (a peer, a mailbox, a file) that do not decode into what
+    they claim to be. Every decoder of outside bytes raises this (or another error
+    of this tree), never a bare TypeError or KeyError: a caller that drops bad
+    input must be able to catch exactly that and nothing more. It is also a
+    ValueError, so older callers that catch ValueError keep working."""
 
 
 class NetworkError(P2PMarketError):

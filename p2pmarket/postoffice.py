@@ -175,17 +175,30 @@ class PostOffice:
         the outbox."""
         try:
             letter = self._open(data)
-            if letter.sender in self.blocked:
-                return True
-            new = self._take(letter, "mailbox")
         except EnvelopeOutOfTime as exc:
             log.info("mail from holder %s: %s", holder, exc)
             return not exc.future
+        except InvalidEnvelope as exc:  # not signed, not for us: nobody to blame
+            log.info("dropped mail from holder %s: %s", holder, exc)
+            return True
+        if letter.sender in self.blocked:
+            return True
+        try:
+            new = self._take(letter, "mailbox")
         except NotYet as exc:
             log.info("mail from holder %s kept there for now: %s", holder, exc)
             return False
         except InvalidEnvelope as exc:
-            log.info("dropped mail from holder %s: %s", holder, exc)
+            # The letter opened and its signature checked, so its sender signed
+            # what we cannot take. Dropped (acknowledged): left with the holder it
+            # would come first in every fetch and block the mail behind it.
+            log.info("dropped a bad letter from %s: %s", letter.sender.hex()[:16], exc)
+            self._blame(letter.sender)
+            return True
+        except Exception:
+            # A bug of ours, not the sender's fault: it would fail again at every
+            # fetch, so the letter is dropped too rather than blocking the mailbox.
+            log.exception("taking a letter from %s failed", letter.sender.hex()[:16])
             return True
         if new:
             self._queue(letter.sender, "receipt", _receipt_body([(letter.id, State.DELIVERED)]))
@@ -201,7 +214,7 @@ class PostOffice:
         if letter.kind == "trade":
             try:
                 move = unpack_move(letter.body)
-            except ValueError as exc:
+            except ValueError as exc:  # Malformed, from the decoder
                 raise InvalidEnvelope(str(exc)) from None
             if move.author != letter.sender:
                 raise InvalidEnvelope("a trade move signed by someone else than its sender")
@@ -219,6 +232,12 @@ class PostOffice:
             return False
         self._emit(MessageReceived(message, via))
         return True
+
+    def _blame(self, sender: bytes) -> None:
+        """Penalise the signer of a letter we could not take (now, or when it
+        next connects: the network keeps the debt)."""
+        if self.network is not None:
+            self.network.penalise(peer_id_from_public_key(sender))
 
     def _advance(self, mid: bytes, state: State, peer: bytes | None = None) -> bool:
         updated = self.messages.advance(mid, state, peer)

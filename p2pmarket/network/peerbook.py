@@ -92,6 +92,13 @@ class PeerBook:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, self.path)
+        # The rename is durable only once the folder is: a peer the user was told
+        # is connected must still be in the book after a crash.
+        folder = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
         self.dirty = False
 
     def seen(self, peer_id: str, addrs: list[str], now: float) -> None:

@@ -46,6 +46,7 @@ from p2pmarket.errors import InvalidInput, NetworkError, P2PMarketError
 from p2pmarket.events import Event, PeerConnected, PeerDisconnected, PeerInfo, SyncProgress
 from p2pmarket.network import _libp2p_fixes, topics
 from p2pmarket.network.addresses import parse_peer_address
+from p2pmarket.network.banlist import BAN_THRESHOLD, BanList
 from p2pmarket.network.config import NetworkConfig, Verdict
 from p2pmarket.network.dht import (
     CATALOGUE_NS,
@@ -227,6 +228,7 @@ class Network:
         )
         self._stopping = trio.Event()
         self._penalties: dict[str, tuple[float, float]] = {}  # peer -> (amount, when)
+        self._bans = BanList()
         self._sync_source = sync
         self._on_synced = on_synced
         self._sync_limiter = trio.CapacityLimiter(SYNC_CONCURRENCY)
@@ -246,6 +248,8 @@ class Network:
             "dht_puts": 0,
             "dht_put_failures": 0,
             "sync_violations": 0,
+            "peers_banned": 0,
+            "banned_refused": 0,
         }
 
     @staticmethod
@@ -448,6 +452,48 @@ class Network:
                     if a * PENALTY_DECAY ** (now - t) >= 1
                 }
             self._penalties[peer.to_base58()] = (self._penalty(peer) + amount, time.monotonic())
+            if self._penalty(peer) >= BAN_THRESHOLD:
+                self._ban(peer)
+
+    def penalise(self, peer_id: str) -> None:
+        """Charge a peer for something invalid it signed or sent outside gossip (a
+        letter we cannot take): the same debt, decay and ban as an invalid record."""
+        try:
+            peer = ID.from_base58(peer_id)
+        except Exception:
+            return
+        self._penalise(peer)
+
+    def _ban(self, peer: ID) -> None:
+        """Cut a peer off: hang up now, and neither dial it nor let it back in
+        until its ban ends (see banlist.py)."""
+        now = time.monotonic()
+        if self._bans.banned(peer.to_base58(), now):
+            return
+        until = self._bans.ban(peer.to_base58(), now)
+        self.counters["peers_banned"] += 1
+        log.warning(
+            "banned %s for %.0f s: it owes %.0f penalty points",
+            peer,
+            until - now,
+            self._penalty(peer),
+        )
+        self._nursery_start(self._hang_up_on, peer)
+
+    def banned(self, peer_id: str) -> float | None:
+        """Seconds left of a peer's ban, or None if it is not banned."""
+        now = time.monotonic()
+        until = self._bans.until(peer_id, now)
+        return None if until is None else until - now
+
+    async def _hang_up_on(self, peer: ID) -> None:
+        host = self._host
+        if host is None:
+            return
+        with trio.move_on_after(2):
+            for conn in list(host.get_network().get_connections(peer)):
+                with contextlib.suppress(Exception):
+                    await conn.muxed_conn.close()
 
     def _penalty(self, peer: ID) -> float:
         """What a peer still owes from invalid records, decayed to now."""
@@ -580,27 +626,64 @@ class Network:
     # -- peers -------------------------------------------------------------
 
     async def connect(self, address: str) -> PeerInfo:
+        """Dial ``address`` (a multiaddr ending in ``/p2p/<peer id>``) and remember
+        the peer: the peer book is on disk (fsynced) when this returns, so a
+        connection reported done survives the daemon dying a moment later."""
         info = parse_peer_address(address)
         host = self.host
+        peer_id = info.peer_id.to_base58()
         if info.peer_id == host.get_id():
             raise InvalidInput("that address is this node itself")
-        if not host.get_network().get_connections(info.peer_id):
-            # Dial the address we were given. py-libp2p 0.8.1 dials only the first
-            # known TCP address of a peer, and for a while refuses to dial a peer
-            # whose addresses all failed (its "negative cache"): a stale peer-book
-            # or bootstrap address would hide the right one.
-            host.get_peerstore().clear_addrs(info.peer_id)
-            host.get_network().unblock_peer(info.peer_id)  # type: ignore[attr-defined]
+        left = self.banned(peer_id)
+        if left is not None:
+            raise NetworkError(
+                f"{peer_id} is banned for misbehaving (invalid records or a broken "
+                f"protocol) for another {left / 60:.0f} min"
+            )
+        connected = host.get_network().get_connections(info.peer_id)
         try:
             with trio.fail_after(self.config.connect_timeout):
-                await host.connect(info)
+                if not connected:
+                    # Dial the address we were given. py-libp2p 0.8.1 dials only the
+                    # first known TCP address of a peer, and for a while refuses to
+                    # dial a peer whose addresses all failed (its "negative cache"):
+                    # a stale peer-book or bootstrap address would hide the right one.
+                    host.get_peerstore().clear_addrs(info.peer_id)
+                    host.get_network().unblock_peer(info.peer_id)  # type: ignore[attr-defined]
+                    await host.connect(info)
+                elif not any(
+                    _same_place(a, info.addrs)
+                    for c in connected
+                    for a in c.get_transport_addresses()
+                ):
+                    # Connected already, but elsewhere: host.connect() would reuse
+                    # that connection and say yes to any address. Try the one given.
+                    await self._try_address(info)
         except trio.TooSlowError:
             raise NetworkError(
                 f"could not reach {info.peer_id} within {self.config.connect_timeout:g} s"
             ) from None
         except Exception as exc:
             raise NetworkError(f"could not connect to {address}: {_reason(exc)}") from None
+        self._book.seen(peer_id, [str(a) for a in info.addrs], time.time())
+        self._book.save()
         return self._peer_info(info.peer_id)
+
+    async def _try_address(self, info: LibPeerInfo) -> None:
+        """Dial each of ``info``'s addresses on a fresh connection, which proves
+        the peer is there (the Noise handshake checks its id); then close it."""
+        network = self.host.get_network()
+        failure: Exception | None = None
+        for addr in info.addrs:
+            try:
+                conn = await network.dial_addr(addr, info.peer_id)
+            except Exception as exc:
+                failure = exc
+                continue
+            with contextlib.suppress(Exception):
+                await conn.close()
+            return
+        raise failure or NetworkError("no address to dial")
 
     async def _dial_quietly(self, address: str) -> None:
         try:
@@ -613,7 +696,8 @@ class Network:
         host = self.host
         while True:
             connected = {p.to_base58() for p in host.get_connected_peers()}
-            for peer in self._book.due(time.time(), connected)[:8]:
+            due = self._book.due(time.time(), connected)
+            for peer in [p for p in due if self.banned(p.peer_id) is None][:8]:
                 addrs = [a if "/p2p/" in a else f"{a}/p2p/{peer.peer_id}" for a in peer.addrs]
                 try:
                     await self.connect(addrs[0])
@@ -628,6 +712,10 @@ class Network:
             peer = conn.muxed_conn.peer_id
             peer_id = peer.to_base58()
             if is_open:
+                if self._bans.banned(peer_id, time.monotonic()):
+                    self.counters["banned_refused"] += 1
+                    self._nursery_start(self._hang_up_on, peer)
+                    continue
                 excess = self._gate.check(host, self.peer_score)
                 if excess:  # over a connection limit: the newest or worst-scored go
                     self._nursery_start(hang_up, excess)
@@ -879,12 +967,10 @@ class Network:
     async def _punish(self, peer: ID, reason: str) -> None:
         """A peer lied in sync: penalise it in GossipSub's score and hang up."""
         self.counters["sync_violations"] += 1
-        self._penalise(peer, SYNC_PENALTY)
         log.info("disconnecting %s: %s", peer, reason)
-        with trio.move_on_after(2):
-            for conn in list(self.host.get_network().get_connections(peer)):
-                with contextlib.suppress(Exception):
-                    await conn.muxed_conn.close()
+        self._penalise(peer, SYNC_PENALTY)  # at the ban threshold: cut off, for a while
+        self._ban(peer)
+        await self._hang_up_on(peer)
 
     def _peer_info(self, peer: ID) -> PeerInfo:
         conns = self.host.get_network().get_connections(peer)
@@ -925,6 +1011,13 @@ def _protocols(host: IHost, peer: ID) -> list[str]:
         return list(host.get_peerstore().get_protocols(peer))
     except Exception:  # an unknown peer
         return []
+
+
+def _same_place(addr: object, addrs: list[multiaddr.Multiaddr]) -> bool:
+    """Whether a connection's transport address is one of ``addrs`` (ignoring
+    any trailing /p2p/<id>)."""
+    here = str(addr).split("/p2p/")[0]
+    return any(str(a).split("/p2p/")[0] == here for a in addrs)
 
 
 def _reason(exc: BaseException) -> str:

@@ -153,3 +153,33 @@ async def raw_peer() -> AsyncIterator[RawPeer]:
                 for peer in list(host.get_connected_peers()):
                     await host.disconnect(peer)
             nursery.cancel_scope.cancel()
+
+
+async def assert_banned(node: Node, raw: RawPeer) -> None:
+    """The node hung up on the raw peer and keeps it out for a while: a redial
+    from the peer is closed at once, and the node will not dial it either."""
+    from p2pmarket.errors import NetworkError
+
+    network = node._network
+    assert network is not None
+    await eventually(lambda: network.banned(raw.peer_id) is not None)
+    await eventually(lambda: not raw.connected_to(node))
+    refused = network.counters["banned_refused"]
+
+    try:
+        await raw.connect(node)
+    except Exception:
+        pass  # refused during the handshake: as good as closed after it
+    else:
+        await eventually(lambda: network.counters["banned_refused"] > refused)
+    await eventually(lambda: not raw.connected_to(node))
+    address = str(raw.host.get_addrs()[0])
+    if "/p2p/" not in address:
+        address += f"/p2p/{raw.peer_id}"
+    try:
+        await node.connect(address)
+    except NetworkError as exc:
+        assert "banned" in str(exc)
+    else:
+        raise AssertionError("the node dialled a banned peer")
+    assert not raw.connected_to(node)

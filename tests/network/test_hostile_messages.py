@@ -152,3 +152,47 @@ async def test_a_peer_whose_key_is_not_ed25519_does_not_upset_the_node(cluster: 
         assert a.online
         a.send_message(b.peer_id, "Masih di sini")
         await eventually(lambda: a.thread(b.peer_id)[-1].state is State.DELIVERED)
+
+
+def malformed_move(sender: Node) -> bytes:
+    """A trade move whose kind is a list: it once raised TypeError deep in the
+    decoder, which aborted mail collection before the acknowledgement."""
+    return msgpack.packb(
+        [1, b"t" * 16, sender.public_key, ["offer"], b"", 1, sender.now(), None, b"", b""],
+        use_bin_type=True,
+    )
+
+
+async def test_a_malformed_trade_move_in_a_mailbox_is_dropped_and_costs_its_sender(
+    cluster: Cluster,
+) -> None:
+    a, holder = await cluster.start(2)
+    b_home = cluster.new_home()
+    with Node.open(b_home) as offline:
+        b_key = offline.public_key
+    signer = a._signer_or_unlock()
+    bad = seal(signer, b_key, "trade", malformed_move(a), a.now())[1]
+    good = seal(signer, b_key, "text", b"Masih ada?", a.now() + 1)[1]
+    holder_id = holder._network.host.get_id()  # type: ignore[union-attr]
+    for envelope in (bad, good):  # the bad one first: it used to block the rest
+        await a._network.mailbox.deposit(holder_id, envelope)  # type: ignore[union-attr]
+
+    b = await cluster.start_node(b_home)
+    await connect(b, holder)
+    await eventually(lambda: [m.body for m in b.thread(a.peer_id)] == [b"Masih ada?"])
+    # Both were acknowledged: the holder keeps nothing that could block B's mail.
+    await eventually(lambda: list(holder.store.db.iterator(prefix=b"B")) == [])
+    assert b.trades() == []
+    await connect(b, a)
+    await eventually(lambda: b._network.peer_score(a.peer_id) < 0)  # type: ignore[union-attr]
+
+
+async def test_a_malformed_trade_move_sent_directly_costs_its_sender(cluster: Cluster) -> None:
+    a, b = await cluster.start(2)
+    bad = seal(a._signer_or_unlock(), b.public_key, "trade", malformed_move(a), a.now())[1]
+    with pytest.raises(NetworkError):
+        await hand(a, b, bad)
+    await eventually(lambda: b._network.peer_score(a.peer_id) < 0)  # type: ignore[union-attr]
+    assert b.trades() == []
+    a.send_message(b.peer_id, "Masih ada?")
+    await eventually(lambda: a.thread(b.peer_id)[-1].state is State.DELIVERED)
