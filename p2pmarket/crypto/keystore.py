@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 import msgpack
 
 from p2pmarket.errors import IdentityError, WrongPassphrase
+from p2pmarket.quoting import shown
 
 if TYPE_CHECKING:
     from p2pmarket.crypto.signing import Signer
@@ -134,7 +135,8 @@ class KeyFile:
             except nacl.exceptions.CryptoError:
                 raise WrongPassphrase(f"wrong passphrase for {self._origin}") from None
         else:
-            raise IdentityError(f"{self._origin} uses an unknown key protection {doc.get('kdf')!r}")
+            kdf = shown(doc.get("kdf"))
+            raise IdentityError(f"{self._origin} uses an unknown key protection {kdf}")
         if not isinstance(seed, bytes) or len(seed) != 32:
             raise IdentityError(f"{self._origin} is damaged: the key is not 32 bytes")
         signer = Signer(seed)
@@ -144,9 +146,12 @@ class KeyFile:
 
 
 def write_key_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, readable by the owner only (0600)."""
+    """Write ``data`` to ``path`` atomically, readable by the owner only (0600).
+
+    ``O_NOFOLLOW``: a symlink planted at the temporary name is refused rather
+    than followed (the seed would be written wherever it points)."""
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
         os.write(fd, data)
         os.fsync(fd)

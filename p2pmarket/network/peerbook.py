@@ -49,9 +49,16 @@ class PeerBook:
         try:
             doc = msgpack.unpackb(path.read_bytes(), raw=False)
             for item in doc["peers"]:
+                peer_id, addrs = item["id"], item["addrs"]
+                # Text only: str() of a value nested 1000 deep raised RecursionError,
+                # which escaped this catch-all (found by fuzzing).
+                if not isinstance(peer_id, str) or not isinstance(addrs, list):
+                    raise ValueError("not a peer")
+                if not all(isinstance(a, str) for a in addrs):
+                    raise ValueError("not an address")
                 peer = KnownPeer(
-                    str(item["id"]),
-                    [str(a) for a in item["addrs"]][:MAX_ADDRS],
+                    peer_id,
+                    addrs[:MAX_ADDRS],
                     float(item["seen"]),
                     int(item["fail"]),
                     0.0,

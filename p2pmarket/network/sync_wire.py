@@ -23,6 +23,7 @@ from typing import Any, Final
 import msgpack
 
 from p2pmarket.network.reconcile import MAX_KEY, Item, Mode, ProtocolViolation, Range
+from p2pmarket.quoting import shown
 from p2pmarket.records import MAX_RECORD_BYTES
 
 MAX_FRAME: Final = 4 << 20
@@ -89,7 +90,7 @@ def decode_ranges(body: list[Any]) -> list[Range]:
         if upper is not None and not _is_key(upper):
             raise ProtocolViolation("a range bound is not a short byte string")
         if type(mode) is not int or mode not in Mode._value2member_map_:
-            raise ProtocolViolation(f"unknown range mode {mode!r}")
+            raise ProtocolViolation(f"unknown range mode {shown(mode)}")
         kind = Mode(mode)
         if kind is Mode.SKIP:
             if payload is not None:

@@ -9,6 +9,7 @@ collection before its acknowledgement, so the letter blocked the victim's mail.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -19,7 +20,11 @@ from factories import NOW, OTHER, SELLER
 
 from p2pmarket import records
 from p2pmarket.crypto.envelope import open_envelope, recipient_of, seal
-from p2pmarket.errors import InvalidEnvelope, InvalidRecord, Malformed
+from p2pmarket.crypto.keystore import KeyFile
+from p2pmarket.errors import IdentityError, InvalidEnvelope, InvalidRecord, Malformed
+from p2pmarket.network import sync_wire
+from p2pmarket.network.peerbook import PeerBook
+from p2pmarket.network.reconcile import ProtocolViolation
 from p2pmarket.quoting import shown
 from p2pmarket.rpc import codec
 from p2pmarket.trade import Terms, make_offer, pack_move, parse_terms, unpack_move
@@ -146,3 +151,38 @@ def test_shown_quotes_scalars_short_and_names_containers() -> None:
     assert shown(deep_list()) == "a list of 1"
     assert shown({"a": 1, "b": 2}) == "a dict of 2"
     assert shown(2**64 - 1) == "18446744073709551615"
+
+
+# -- sync frames and files a node reads ------------------------------------------------
+
+
+def test_a_range_with_a_deep_mode_is_a_protocol_violation() -> None:
+    """Was RecursionError: the unknown mode was quoted with repr."""
+    with pytest.raises(ProtocolViolation, match="unknown range mode a list of 1"):
+        sync_wire.decode_ranges([[None, deep_list(), None]])
+
+
+def test_a_key_file_with_a_deep_protection_is_an_identity_error() -> None:
+    """Was RecursionError: the unknown kdf was quoted with repr."""
+    head = {"format": "p2pmarket-key", "v": 1, "public_key": SELLER.public_key}
+    data = msgpack.packb(head, use_bin_type=True)
+    data = bytes([data[0] + 1]) + data[1:] + b"\xa3kdf" + deep_bytes()  # one more key: kdf
+    with pytest.raises(IdentityError, match="unknown key protection a list of 1"):
+        KeyFile(data, "identity.key").unlock(None)
+
+
+def test_a_peer_book_with_a_deep_id_is_read_as_damaged(tmp_path: Path) -> None:
+    """Was RecursionError from str() of the id, past load's catch-all; a damaged
+    book is an empty one (it is a cache)."""
+    entry = b"\x84\xa2id" + deep_bytes() + msgpack.packb({"addrs": ["/ip4/1.2.3.4/tcp/1"]})[1:]
+    entry += b"\xa4seen\x01\xa4fail\x00"
+    path = tmp_path / "peers"
+    path.write_bytes(b"\x81\xa5peers\x91" + entry)
+    assert PeerBook.load(path).peers == {}
+
+
+def test_a_peer_book_entry_that_is_not_text_is_read_as_damaged(tmp_path: Path) -> None:
+    path = tmp_path / "peers"
+    doc = {"peers": [{"id": 5, "addrs": [b"/ip4/1.2.3.4/tcp/1"], "seen": 1, "fail": 0}]}
+    path.write_bytes(msgpack.packb(doc, use_bin_type=True))
+    assert PeerBook.load(path).peers == {}
