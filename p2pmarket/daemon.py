@@ -1,8 +1,10 @@
 """``p2pmarket daemon``: a Node on the network, with its control socket.
 
-The daemon owns the home while it runs (the store's lock says so to a second
-one). CLI commands reach it through ``<home>/node.sock``, which only the user can
-open. SIGINT and SIGTERM stop it cleanly: the control socket is removed, the
+The daemon owns the home while it runs: ``<home>/daemon.lock`` says so to a second
+daemon and to CLI commands arriving while it starts (see daemonlock), and a
+per-user lock keyed by the peer id keeps one identity from running in two
+daemons on this machine. CLI commands reach it through ``<home>/node.sock``,
+which only the user can open. SIGINT and SIGTERM stop it cleanly: the control socket is removed, the
 network is left (peers see the connections close), the peer book is saved and
 the store is closed.
 """
