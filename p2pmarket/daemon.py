@@ -4,9 +4,9 @@ The daemon owns the home while it runs: ``<home>/daemon.lock`` says so to a seco
 daemon and to CLI commands arriving while it starts (see daemonlock), and a
 per-user lock keyed by the peer id keeps one identity from running in two
 daemons on this machine. CLI commands reach it through ``<home>/node.sock``,
-which only the user can open. SIGINT and SIGTERM stop it cleanly: the control socket is removed, the
-network is left (peers see the connections close), the peer book is saved and
-the store is closed.
+which only the user can open. SIGINT and SIGTERM stop it cleanly: the control
+socket is removed, the network is left (peers see the connections close), the
+peer book is saved and the store is closed.
 """
 
 from __future__ import annotations
