@@ -614,12 +614,16 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.loops or LOOPS:
         with tempfile.TemporaryDirectory(prefix="p2pm-crash-", dir="/tmp") as folder:
             root = Path(folder)
-            if name == "import":
-                outcomes.append(import_loop(root, kills=args.kills, data_dir=DATA_DIR, log=log))
-            elif name == "messaging":
-                outcomes.append(messaging_loop(root, kills=args.kills, log=log))
-            else:
-                outcomes.append(sync_loop(root, kills=args.kills, log=log))
+            try:
+                if name == "import":
+                    found = import_loop(root, kills=args.kills, data_dir=DATA_DIR, log=log)
+                elif name == "messaging":
+                    found = messaging_loop(root, kills=args.kills, log=log)
+                else:
+                    found = sync_loop(root, kills=args.kills, log=log)
+            except Exception as exc:  # one loop that cannot run must not hide the others
+                found = Outcome(name, problems=[f"the loop failed: {str(exc)[:200]}"])
+            outcomes.append(found)
     print(table(outcomes))
     return 0 if all(o.ok for o in outcomes) else 1
 

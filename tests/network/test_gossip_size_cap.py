@@ -163,3 +163,24 @@ async def test_a_frame_over_py_libp2ps_limit_is_refused_before_it_is_read(
         assert counters["gossip_accepted"] == counters["gossip_rejected"] == 0
         assert b.status().cached_listings == 0
         await b_keeps_working(b, c)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 13: py-libp2p 0.8.1 refuses a frame over max_inbound_rpc_size inside "
+    "Pubsub.continuously_read_stream (logs a warning, resets the stream) with no hook "
+    "for us, so the sender keeps a clean score, stays connected and is still taken as "
+    "a publisher; DESIGN.md says bad input costs its sender",
+)
+async def test_a_peer_that_sends_a_frame_over_the_limit_is_penalised(cluster: Cluster) -> None:
+    async with raw_peer() as raw:
+        b, _ = await hostile_line(cluster, raw)
+        assert b._network is not None
+        stream = await raw.open_stream(b, str(PROTOCOL_ID_V11))
+        with pytest.raises(StreamError):
+            await stream.write(oversized_frame(raw, 2 * DefaultMaxMessageSize))
+            await stream.read(1)
+
+        # Measured: the score stays 0 and the peer connected, and a valid
+        # listing it publishes next is stored.
+        await eventually(lambda: b._network.peer_score(raw.peer_id) < 0, timeout=3)
