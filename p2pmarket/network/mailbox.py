@@ -34,6 +34,7 @@ from p2pmarket.crypto.envelope import MAX_ENVELOPE, recipient_of
 from p2pmarket.crypto.peer_id import public_key_from_peer_id
 from p2pmarket.errors import InvalidEnvelope, MailboxFull, NetworkError
 from p2pmarket.network.streams import close_quietly, frame, read_frame
+from p2pmarket.quoting import shown
 
 log = logging.getLogger("p2pmarket.mailbox")
 
@@ -202,10 +203,13 @@ class MailboxService:
             raise NetworkError(f"mailbox {holder} did not answer in time") from None
         except Exception as exc:
             raise NetworkError(f"leaving mail with {holder} failed: {exc}") from None
+        # The holder's words are quoted safely: repr of a value nested 1000 deep
+        # raised RecursionError here, which ended the sender's post office.
         if answer[0] == REFUSED:
-            raise MailboxRefused(f"{holder} refused the mail: {answer[1:]}")
+            said = answer[1] if len(answer) == 2 and isinstance(answer[1], str) else ""
+            raise MailboxRefused(f"{holder} refused the mail: {said[:200] or shown(answer[1:])}")
         if answer != [OK]:
-            raise NetworkError(f"mailbox {holder} answered {answer!r:.100}")
+            raise NetworkError(f"mailbox {holder} answered {shown(answer)}")
 
     async def collect(self, holder: ID) -> int:
         """Fetch our mail from a connected holder, hand each envelope to the node,
