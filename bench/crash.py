@@ -58,7 +58,13 @@ SEED: Final = 13
 
 def _env() -> dict[str, str]:
     # The developer's own home and passphrase are never picked up.
-    return {k: v for k, v in os.environ.items() if not k.startswith("P2PMARKET_")}
+    # The stamp difficulty is passed on: the daemons must accept the data set,
+    # which was stamped at this process's (a test network's, see bench/__main__).
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("P2PMARKET_") or k == "P2PMARKET_STAMP_BITS"
+    }
 
 
 def cli(home: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:

@@ -33,6 +33,7 @@ import msgpack
 
 from bench.vocab import CATEGORIES, PLACES, Vocabulary, vocabulary
 from p2pmarket import records
+from p2pmarket.crypto import stamp
 from p2pmarket.crypto.signing import Signer
 from p2pmarket.errors import InvalidRecord
 from p2pmarket.exchange import read_export, write_export
@@ -165,7 +166,9 @@ def generate_chunk(seed: int, count: int, anchor: int, start: int, stop: int) ->
         # records.sign would also re-decode the result (~65 µs); every consumer of
         # this data decodes it anyway, so signing the canonical message is enough.
         signature = signer.sign(records.signed_message(draft))
-        out.append(records.encode(replace(draft, signature=signature)))
+        out.append(
+            records.encode(replace(draft, signature=signature, stamp=stamp.solve(signature)))
+        )
     return out
 
 

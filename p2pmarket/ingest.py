@@ -136,7 +136,9 @@ def ingest(
             if next(results) if count == 1 else all([next(results) for _ in range(count)]):
                 good.append(record)
             else:
-                report.rejected.append((position, "sig: a signature does not verify"))
+                report.rejected.append(
+                    (position, "sig: a signature or the proof-of-work stamp does not verify")
+                )
         own = own_key is not None and any(records.author(r) == own_key for r in good)
         for change in store.put_many(good, sync=own):
             report.count(change.outcome)
@@ -152,8 +154,9 @@ def ingest(
                     report.rejected.append((position, str(exc)))
                     continue
                 if type(record) is Listing:  # nearly all: the fast path
-                    decoded.append((position, record, 1))
+                    decoded.append((position, record, 2))
                     signed.append((record.seller, message, record.signature))
+                    signed.append(records.stamp_check(record))
                     continue
                 triples = records.signatures(record, message)
                 decoded.append((position, record, len(triples)))

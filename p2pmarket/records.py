@@ -51,6 +51,11 @@ MAX_BIO: Final = 1000
 MAX_CONTACTS: Final = 5
 MAX_CONTACT: Final = 100
 MAX_REVIEW: Final = 1000
+STAMP_SIZE: Final = 16  # crypto.stamp.NONCE_SIZE, without loading libsodium here
+STAMP_REFUSED: Final = (
+    "the proof-of-work stamp does not meet the network's difficulty (a record "
+    "made by an older p2pmarket, or a peer on a test network)"
+)
 
 KINDS: Final = ("sell", "wanted")
 Kind: TypeAlias = Literal["sell", "wanted"]
@@ -134,6 +139,7 @@ class Listing:
     expires: int
     images: tuple[bytes, ...] = ()
     signature: bytes = b""
+    stamp: bytes = b""  # proof of work over the signature: crypto/stamp.py
     encoded: bytes = field(default=b"", compare=False, repr=False)
 
     @property
@@ -174,6 +180,7 @@ class Tombstone:
     created: int
     expires: int
     signature: bytes = b""
+    stamp: bytes = b""  # proof of work over the signature: crypto/stamp.py
     encoded: bytes = field(default=b"", compare=False, repr=False)
 
     @property
@@ -204,6 +211,7 @@ class Profile:
     location: str
     created: int
     signature: bytes = b""
+    stamp: bytes = b""  # proof of work over the signature: crypto/stamp.py
     encoded: bytes = field(default=b"", compare=False, repr=False)
 
     def fields(self) -> dict[str, Any]:
@@ -249,6 +257,7 @@ class Review:
     contract: Contract
     created: int
     signature: bytes = b""
+    stamp: bytes = b""  # proof of work over the signature: crypto/stamp.py
     encoded: bytes = field(default=b"", compare=False, repr=False)
 
     @property
@@ -321,14 +330,23 @@ def author(record: Record | Catalogue) -> bytes:
 
 def signatures(record: Record, message: bytes) -> list[tuple[bytes, bytes, bytes]]:
     """Every (key, message, signature) that must verify for ``record`` to be valid,
-    ``message`` being what its author signed (see :func:`decode_signed`): a review
-    also carries both parties' signatures on its contract."""
-    found = [(author(record), message, record.signature)]
+    ``message`` being what its author signed (see :func:`decode_signed`), and its
+    stamp (:func:`stamp_check`): a review also carries both parties' signatures
+    on its contract."""
+    found = [(author(record), message, record.signature), stamp_check(record)]
     if isinstance(record, Review):
         contract = record.contract
         found.append((contract.proposer, contract.message(), contract.proposer_signature))
         found.append((contract.acceptor, contract.message(), contract.acceptor_signature))
     return found
+
+
+def stamp_check(record: Record) -> tuple[bytes, bytes, bytes]:
+    """The proof-of-work check of ``record`` in the form of a signature triple
+    (an empty key marks it): so the bulk paths' verify batches, in a worker
+    process or inline, check stamps with signatures. See
+    :func:`p2pmarket.crypto.signing.verify_batch`."""
+    return (b"", record.signature, record.stamp)
 
 
 # ---------------------------------------------------------------------------
@@ -344,9 +362,13 @@ def _pack(doc: dict[str, Any]) -> bytes:
 
 
 def _pack_signed(record: Record | Catalogue) -> bytes:
-    """The canonical encoding of the whole record: ``sig`` takes its place among
-    the keys in ascending order, like every other key."""
-    return _pack(dict(sorted({**record.fields(), "sig": record.signature}.items())))
+    """The canonical encoding of the whole record: ``sig`` (and a record's
+    ``pow``) take their places among the keys in ascending order, like every
+    other key. Neither is covered by the signature."""
+    doc = {**record.fields(), "sig": record.signature}
+    if not isinstance(record, Catalogue) and record.stamp:
+        doc["pow"] = record.stamp
+    return _pack(dict(sorted(doc.items())))
 
 
 def signed_message(record: Record | Catalogue) -> bytes:
@@ -363,10 +385,14 @@ def encode(record: Record | Catalogue) -> bytes:
 _R = TypeVar("_R", Listing, Tombstone, Profile, Review, Catalogue)
 
 
-def sign(record: _R, sign_fn: Callable[[bytes], bytes]) -> _R:
+def sign(record: _R, sign_fn: Callable[[bytes], bytes], *, bits: int | None = None) -> _R:
     """Return ``record`` signed with ``sign_fn`` (a :class:`~p2pmarket.crypto.signing.Signer`'s
-    ``sign``), its canonical encoding attached, after checking every rule but the clock."""
+    ``sign``) and stamped (a record: the network's proof of work, ``bits`` to
+    override its difficulty), its canonical encoding attached, after checking
+    every rule but the clock."""
     signed = replace(record, signature=sign_fn(signed_message(record)), encoded=b"")
+    if not isinstance(signed, Catalogue):
+        signed = stamped(signed, bits)
     data = _pack_signed(signed)
     if len(data) > MAX_RECORD_BYTES:
         # Name the field that takes the most room: that is the one to shorten.
@@ -382,6 +408,18 @@ def sign(record: _R, sign_fn: Callable[[bytes], bytes]) -> _R:
     return checked
 
 
+_S = TypeVar("_S", Listing, Tombstone, Profile, Review)
+
+
+def stamped(record: _S, bits: int | None = None) -> _S:
+    """``record`` (signed) with a proof-of-work stamp over its signature: about
+    2**bits Argon2id evaluations (:mod:`p2pmarket.crypto.stamp`). Needs no key,
+    so a record stored before stamps existed can be stamped later."""
+    from p2pmarket.crypto import stamp
+
+    return replace(record, stamp=stamp.solve(record.signature, bits), encoded=b"")
+
+
 # ---------------------------------------------------------------------------
 # Decoding and validation: one checker per type, shared by every path that
 # accepts a record (import, gossip, DHT, sync, RPC, the store).
@@ -390,10 +428,13 @@ def sign(record: _R, sign_fn: Callable[[bytes], bytes]) -> _R:
 class _Fields:
     """Typed access to a decoded map that names the record and field in each error."""
 
-    def __init__(self, kind: str, doc: dict[Any, Any], data: bytes) -> None:
+    def __init__(
+        self, kind: str, doc: dict[Any, Any], data: bytes, *, trusted: bool = False
+    ) -> None:
         self.kind = kind
         self.doc = doc
         self.data = data  # the encoding the record was decoded from
+        self.trusted = trusted  # from our own store: may predate stamps
 
     def fail(self, key: str, reason: str) -> InvalidRecord:
         return InvalidRecord(f"{self.kind}.{key}", reason)
@@ -408,6 +449,14 @@ class _Fields:
         if not isinstance(value, bytes) or len(value) != size:
             raise self.fail(key, f"must be {size} bytes")
         return value
+
+    def stamp(self) -> bytes:
+        """The proof-of-work nonce (``pow``). Only its size is checked here; the
+        work itself is checked with the signature (:func:`validate`, ingest).
+        A record stored before stamps existed has none."""
+        if self.trusted and "pow" not in self.doc:
+            return b""
+        return self.bytes_("pow", STAMP_SIZE)
 
     def int_(self, key: str, low: int, high: int) -> int:
         value = self.get(key)
@@ -460,12 +509,14 @@ class _Fields:
 
 
 _LISTING_KEYS: Final = frozenset(
-    "cat cur desc exp img kind loc nonce price qty seller seq sig tags title ts type v".split()
+    "cat cur desc exp img kind loc nonce pow price qty seller seq sig tags title ts type v".split()
 )
-_TOMBSTONE_KEYS: Final = frozenset("exp nonce seller seq sig ts type v".split())
-_PROFILE_KEYS: Final = frozenset("bio contacts loc name owner seq sig ts type v".split())
+_TOMBSTONE_KEYS: Final = frozenset("exp nonce pow seller seq sig ts type v".split())
+_PROFILE_KEYS: Final = frozenset("bio contacts loc name owner pow seq sig ts type v".split())
 _CATALOGUE_KEYS: Final = frozenset("items seller seq sig ts type v".split())
-_REVIEW_KEYS: Final = frozenset("contract reviewer seq sig stars subject text ts type v".split())
+_REVIEW_KEYS: Final = frozenset(
+    "contract pow reviewer seq sig stars subject text ts type v".split()
+)
 
 
 def _listing(f: _Fields, now: int) -> Listing:
@@ -502,6 +553,7 @@ def _listing(f: _Fields, now: int) -> Listing:
         expires=expires,
         images=tuple(images),
         signature=f.bytes_("sig", 64),
+        stamp=f.stamp(),
         encoded=f.data,
     )
 
@@ -516,6 +568,7 @@ def _tombstone(f: _Fields, now: int) -> Tombstone:
         created=created,
         expires=expires,
         signature=f.bytes_("sig", 64),
+        stamp=f.stamp(),
         encoded=f.data,
     )
 
@@ -532,6 +585,7 @@ def _profile(f: _Fields, now: int) -> Profile:
         location=f.text("loc", MAX_LOCATION),
         created=created,
         signature=f.bytes_("sig", 64),
+        stamp=f.stamp(),
         encoded=f.data,
     )
 
@@ -608,6 +662,7 @@ def _review(f: _Fields, now: int) -> Review:
         contract=contract,
         created=created,
         signature=f.bytes_("sig", 64),
+        stamp=f.stamp(),
         encoded=f.data,
     )
 
@@ -674,7 +729,7 @@ def decode_signed(data: bytes, now: int) -> tuple[Record, bytes]:
     """:func:`decode`, and the message the record's signature must cover: built from
     the parsed map, which saves bulk ingest re-encoding the record's fields."""
     record, doc = _decode(data, now)
-    del doc["sig"]
+    del doc["sig"], doc["pow"]
     return record, DOMAIN[doc["type"]] + _pack(doc)
 
 
@@ -696,10 +751,13 @@ _V = TypeVar("_V", Record, Catalogue)
 def _verified(record: _V) -> _V:
     # Imported here so that read-only paths that only decode trusted bytes from
     # the local store do not load libsodium.
+    from p2pmarket.crypto import stamp
     from p2pmarket.crypto.signing import verify
 
     if not verify(author(record), signed_message(record), record.signature):
         raise InvalidRecord("sig", f"the {_type_name(record)}'s signature does not verify")
+    if not isinstance(record, Catalogue) and not stamp.check(record.signature, record.stamp):
+        raise InvalidRecord("pow", STAMP_REFUSED)
     if isinstance(record, Review) and not record.contract.verify():
         raise InvalidRecord("review.contract", "is not signed by both of its parties")
     return record
@@ -732,6 +790,7 @@ def load_trusted(data: bytes) -> Record:
                 expires=doc["exp"],
                 images=tuple(doc["img"]),
                 signature=doc["sig"],
+                stamp=doc.get("pow", b""),
                 encoded=data,
             )
         if kind == "tombstone":
@@ -742,9 +801,10 @@ def load_trusted(data: bytes) -> Record:
                 created=doc["ts"],
                 expires=doc["exp"],
                 signature=doc["sig"],
+                stamp=doc.get("pow", b""),
                 encoded=data,
             )
-        return _CHECKERS[kind](_Fields(kind, doc, data), doc["ts"])
+        return _CHECKERS[kind](_Fields(kind, doc, data, trusted=True), doc["ts"])
     except (ValueError, TypeError, KeyError, InvalidRecord, msgpack.UnpackException):
         raise StoreError(
             "a record in the store is damaged; export what you can and rebuild the store"

@@ -5,6 +5,7 @@ Plain builders (keys, signed records) live in ``tests/factories.py``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,13 @@ from factories import NOW, FakeClock
 
 from p2pmarket.node import Node, init_home
 from p2pmarket.store import ListingStore
+
+# The suite runs a test network (like Bitcoin's regtest): proof-of-work stamps
+# of 1 bit, so the thousands of records tests sign cost ~0.1 ms each instead of
+# ~0.45 s, while every stamp is still computed and checked. Set before any node
+# starts, and passed on to the daemons the functional tests run. The network's
+# real difficulty has tests of its own (tests/unit/test_stamp.py).
+os.environ.setdefault("P2PMARKET_STAMP_BITS", "1")
 
 
 @pytest.fixture(autouse=True)

@@ -13,6 +13,7 @@ from typing import Any
 import msgpack
 
 from p2pmarket import records
+from p2pmarket.crypto import stamp
 from p2pmarket.crypto.signing import Signer
 from p2pmarket.records import DAY, Listing, Profile, Review, Tombstone
 from p2pmarket.trade import Contract, Terms, make_move, make_offer, resolve
@@ -168,7 +169,10 @@ def raw_record(fields: dict[str, Any], signer: Signer = SELLER, *, domain: str =
     signature and the canonical form included, still holds.
     """
     message = records.DOMAIN[domain or fields["type"]] + pack(fields)
-    doc = {**fields, "sig": signer.sign(message)}
+    signature = signer.sign(message)
+    doc = {**fields, "sig": signature}
+    if fields.get("type") != "catalogue":  # a record carries a stamp over its signature
+        doc["pow"] = stamp.solve(signature)
     order = _wire_key_order(fields.get("type"))
     ordered = [k for k in order if k in doc] + [k for k in doc if k not in order]
     return pack({k: doc[k] for k in ordered})

@@ -15,6 +15,8 @@ import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
+from p2pmarket.crypto import stamp
+
 SEED_SIZE: Final = 32
 PUBLIC_KEY_SIZE: Final = 32
 SIGNATURE_SIZE: Final = 64
@@ -55,13 +57,22 @@ def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
     return True
 
 
+def check(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """:func:`verify`, or, for a triple with an empty key, the proof-of-work
+    check (subject, stamp) of :func:`p2pmarket.records.stamp_check`: the bulk
+    paths batch both kinds of check through one worker protocol."""
+    if not public_key:
+        return stamp.check(message, signature)
+    return verify(public_key, message, signature)
+
+
 def verify_batch(batch: list[tuple[bytes, bytes, bytes]]) -> list[bool]:
-    """:func:`verify` over (public key, message, signature) triples. A top-level
+    """:func:`check` over (public key, message, signature) triples. A top-level
     function of a module that imports only PyNaCl, so a spawned worker process
     that runs it starts quickly."""
-    return [verify(pk, message, sig) for pk, message, sig in batch]
+    return [check(pk, message, sig) for pk, message, sig in batch]
 
 
 def verify_groups(groups: list[list[tuple[bytes, bytes, bytes]]]) -> list[bool]:
-    """For each group of triples (one record's signatures), whether all verify."""
-    return [all(verify(pk, message, sig) for pk, message, sig in group) for group in groups]
+    """For each group of triples (one record's signatures and stamp), whether all pass."""
+    return [all(check(pk, message, sig) for pk, message, sig in group) for group in groups]

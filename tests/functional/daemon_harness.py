@@ -45,7 +45,13 @@ SOME_PEER_ID: Final = "12D3KooWG9G9Dhiypj5htefESqkm1Cf9mH2cxia34tRgtcVGM2XY"
 
 def _env() -> dict[str, str]:
     # No test may pick up the developer's own home or passphrase.
-    return {k: v for k, v in os.environ.items() if not k.startswith("P2PMARKET_")}
+    # The stamp difficulty is the test network's (tests/conftest.py), not the
+    # developer's: daemons and the records the tests make must agree on it.
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("P2PMARKET_") or k == "P2PMARKET_STAMP_BITS"
+    }
 
 
 def cli(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -15,6 +15,7 @@ import pytest
 import trio
 from conftest import LOOPBACK, Cluster, connect, dht_idle, dht_value, eventually
 from factories import OTHER, SELLER, signed_listing
+from libp2p.peer.id import ID
 from raw_peer import raw_peer
 
 from p2pmarket import records
@@ -183,6 +184,10 @@ async def test_a_lookup_of_a_catalogue_key_walks_past_the_first_peer_like_a_list
     # the key is one a py-libp2p 0.8.1 server answers for (at most 50 bytes).
     a, b = await cluster.start(2, topology="line")
     listing = signed_listing(SELLER, created=now())
+    # B adds A to its routing table once identify shows A serves Kademlia: wait
+    # for it, or B has nobody to answer with (a race that failed under load).
+    table = b._network._dht.routing_table  # type: ignore[union-attr]
+    await eventually(lambda: table.peer_in_table(ID.from_base58(a.peer_id)))
     async with raw_peer() as raw:
         await raw.connect(b)
         routing = raw.dht.peer_routing
