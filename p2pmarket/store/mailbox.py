@@ -121,6 +121,11 @@ class Mailbox:
         self._count += 1
         return "stored"
 
+    def held_for(self, recipient: bytes) -> int:
+        """Envelopes waiting for ``recipient`` (at most the per-recipient quota,
+        so counting them is cheap): what a put's stamp must pay for."""
+        return sum(1 for _ in self._db.iterator(prefix=HELD + recipient, include_value=False))
+
     def pending(self, recipient: bytes, max_bytes: int) -> tuple[list[tuple[bytes, bytes]], bool]:
         """The oldest mail for ``recipient`` as (digest, envelope), up to
         ``max_bytes`` (at least one envelope); and whether more is left."""
