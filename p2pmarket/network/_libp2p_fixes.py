@@ -17,16 +17,29 @@
 4. ``PeerScorer.remove_peer`` forgets a peer's behaviour penalty when it
    disconnects, so a misbehaving peer could reconnect with a clean score; the
    network keeps its own ledger and applies it again on reconnect.
+5. A pubsub frame over ``max_inbound_rpc_size`` (1 MiB) is refused inside
+   ``Pubsub.continuously_read_stream``: it logs, resets the stream and drops
+   the peer from pubsub, but offers no hook, so the sender kept a clean score
+   and stayed connected. :func:`on_oversized_frame` wraps the length-limited
+   read that module uses and reports the sender to the node whose connection
+   it came in on (found by its local peer id, since several nodes may share a
+   process), which penalises it like any invalid record.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import libp2p.network.swarm as _swarm
+import libp2p.pubsub.pubsub as _pubsub_module
+from libp2p.io.exceptions import MessageTooLarge
+from libp2p.peer.id import ID
 from libp2p.pubsub.pubsub import Pubsub, ValidationCache, ValidationResult
 
 _applied = False
+_oversized_hooks: dict[ID, Callable[[ID], None]] = {}
 
 
 def apply() -> None:
@@ -34,7 +47,37 @@ def apply() -> None:
     if not _applied:
         _swarm._HAPPY_EYEBALLS_DELAY = 0.0
         logging.getLogger("libp2p").addHandler(logging.NullHandler())
+        _pubsub_module.read_varint_prefixed_bytes_limited = _reporting_oversize(  # type: ignore[attr-defined]
+            _pubsub_module.read_varint_prefixed_bytes_limited  # type: ignore[attr-defined]
+        )
         _applied = True
+
+
+def on_oversized_frame(local: ID, hook: Callable[[ID], None] | None) -> None:
+    """Call ``hook(sender)`` when a peer sends the node ``local`` a pubsub
+    frame over the size limit (None: stop, when the node leaves)."""
+    if hook is None:
+        _oversized_hooks.pop(local, None)
+    else:
+        _oversized_hooks[local] = hook
+
+
+def _reporting_oversize(read: Callable[..., Any]) -> Callable[..., Any]:
+    async def limited(stream: Any, max_length: int) -> bytes:
+        try:
+            data: bytes = await read(stream, max_length)
+        except MessageTooLarge:
+            try:
+                conn = stream.muxed_conn
+                hook = _oversized_hooks.get(conn.secured_conn.get_local_peer())
+                if hook is not None:
+                    hook(conn.peer_id)
+            except Exception as exc:  # never let the report break libp2p's handling
+                logging.getLogger("p2pmarket.network").debug("oversize report: %r", exc)
+            raise
+        return data
+
+    return limited
 
 
 class _SuccessOnlyCache(ValidationCache):

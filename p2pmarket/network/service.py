@@ -297,6 +297,7 @@ class Network:
         )
         pubsub = Pubsub(host, gossipsub, msg_id_constructor=_content_id, strict_signing=True)
         _libp2p_fixes.cache_only_successes(pubsub)
+        _libp2p_fixes.on_oversized_frame(host.get_id(), self._oversized)
         dht = KadDHT(
             host,
             DHTMode.SERVER if config.dht_server else DHTMode.CLIENT,
@@ -375,6 +376,7 @@ class Network:
                 nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
+            _libp2p_fixes.on_oversized_frame(host.get_id(), None)
             self._book.save()
 
     def stop(self) -> None:
@@ -454,6 +456,13 @@ class Network:
             self._penalties[peer.to_base58()] = (self._penalty(peer) + amount, time.monotonic())
             if self._penalty(peer) >= BAN_THRESHOLD:
                 self._ban(peer)
+
+    def _oversized(self, peer: ID) -> None:
+        """A peer sent a pubsub frame over py-libp2p's size limit (see
+        _libp2p_fixes): refused unread, and charged like an invalid record."""
+        self.counters["gossip_rejected"] += 1
+        log.info("dropped an oversized pubsub frame from %s", peer)
+        self._penalise(peer)
 
     def penalise(self, peer_id: str) -> None:
         """Charge a peer for something invalid it signed or sent outside gossip (a
