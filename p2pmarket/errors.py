@@ -15,6 +15,7 @@ msgpack are translated into this tree at the module that calls them, so callers
     │   └── StoreLocked      another process (the daemon?) holds the store
     ├── ConfigError          a bad config.toml value or a bad home folder
     ├── Malformed            bytes from outside (a peer, a file) that do not decode
+    ├── RateLimited          over the network's publish limit: try again later
     └── NetworkError         a peer cannot be reached, or a look-up failed
         └── OfflineError     the operation needs the network, which is not running
 """
@@ -72,6 +73,11 @@ class Malformed(P2PMarketError, ValueError):
     of this tree), never a bare TypeError or KeyError: a caller that drops bad
     input must be able to catch exactly that and nothing more. It is also a
     ValueError, so older callers that catch ValueError keep working."""
+
+
+class RateLimited(P2PMarketError):
+    """Publishing more now would go over the limit peers keep per seller (see
+    sellerlimit.py): they would drop the records. The message says when to retry."""
 
 
 class NetworkError(P2PMarketError):

@@ -63,6 +63,8 @@ class Config:
     max_streams_per_peer: int = 64  # inbound streams one peer has open at once
     gossip_rate: float = 100.0  # gossip records a second one peer may send us…
     gossip_burst: float = 1000.0  # …in bursts of up to this many
+    seller_rate: float = 3.0  # new records a second we take from one seller…
+    seller_burst: float = 500.0  # …in bursts of up to this many (however forwarded)
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any], origin: str) -> Config:
@@ -127,6 +129,8 @@ class Config:
             max_streams_per_peer=self.max_streams_per_peer,
             rate=float(self.gossip_rate),
             burst=float(self.gossip_burst),
+            seller_rate=float(self.seller_rate),
+            seller_burst=float(self.seller_burst),
         )
 
 
@@ -141,11 +145,12 @@ def _check_limits(config: Config, origin: str) -> None:
         value = getattr(config, key)
         if type(value) is not int or not 1 <= value <= 100_000:
             raise ConfigError(f"{origin}: {key} must be a whole number from 1 to 100000")
-    rate, burst = config.gossip_rate, config.gossip_burst
-    if type(rate) not in (int, float) or not 0 < rate <= 1e9:
-        raise ConfigError(f"{origin}: gossip_rate must be a number above 0 (records a second)")
-    if type(burst) not in (int, float) or not 1 <= burst <= 1e9:
-        raise ConfigError(f"{origin}: gossip_burst must be a number of at least 1")
+    for kind in ("gossip", "seller"):
+        rate, burst = getattr(config, f"{kind}_rate"), getattr(config, f"{kind}_burst")
+        if type(rate) not in (int, float) or not 0 < rate <= 1e9:
+            raise ConfigError(f"{origin}: {kind}_rate must be a number above 0 (records a second)")
+        if type(burst) not in (int, float) or not 1 <= burst <= 1e9:
+            raise ConfigError(f"{origin}: {kind}_burst must be a number of at least 1")
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ so reading and searching never ask for a passphrase.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from p2pmarket import records
+from p2pmarket.cachecap import CacheCap
 from p2pmarket.crypto.keystore import KeyFile, read_key_file, seal, write_key_file
 from p2pmarket.crypto.peer_id import peer_id_from_public_key, public_key_from_peer_id
 from p2pmarket.errors import (
@@ -39,6 +41,7 @@ from p2pmarket.errors import (
     NotFound,
     OfflineError,
     P2PMarketError,
+    RateLimited,
 )
 from p2pmarket.events import (
     Event,
@@ -68,6 +71,7 @@ from p2pmarket.records import (
     Review,
     Tombstone,
 )
+from p2pmarket.sellerlimit import SellerLimits
 from p2pmarket.store import ListingStore, Outcome, Page, Query, Sort
 from p2pmarket.text import tokens
 
@@ -104,6 +108,8 @@ _SELLER_DEADLINE = 45.0
 _CATALOGUE_DELAY = 1.0
 # While online, expired records are collected (and the cache cap kept) this often.
 _UPKEEP_EVERY = 600.0
+# An import checks the cache cap this often (records read), between its writes.
+_CAP_CHECK_EVERY = 1000
 
 
 def _resolve_home(home: str | os.PathLike[str] | None) -> Home:
@@ -170,6 +176,12 @@ class Node:
         self._bundles_due: set[bytes] = set()  # review bundles to merge into the DHT
         self._bundles_event: trio.Event | None = None
         self.dropped_events = 0
+        # Publish limits per seller (sellerlimit.py), while online: the remote
+        # one judges gossip; our own keeps us from publishing what peers drop.
+        self._seller_limits: SellerLimits | None = None
+        self._own_limit: SellerLimits | None = None
+        self.seller_limited = 0  # gossip records dropped as over their seller's limit
+        self._cap: CacheCap | None = None
 
     @classmethod
     def open(
@@ -335,13 +347,46 @@ class Node:
         return self._publish(draft, category=current.category)
 
     def _publish(self, draft: _R, *, category: str | None = None) -> _R:
+        self._check_publish_limit()  # before the stamp's work, not after
         signed = records.sign(draft, self._signer_or_unlock().sign)
         outcome = self.store.put(signed, sync=True)
+        if outcome.stored and self._own_limit is not None:
+            self._own_limit.charge(self.public_key)
         # Writers tidy up as they go (a bounded step); reads never write, so that
         # search stays fast and works on a store it may not write to.
         self.store.collect_expired(self.now(), limit=_GC_STEP)
         self._announce(signed, outcome, "local", category)
         return signed
+
+    def _check_publish_limit(self) -> None:
+        """While online, refuse a record that peers would drop as over our
+        seller limit (they gossip nothing of it), saying when to try again.
+        Offline records spread later by sync, which peers do not limit."""
+        limits = self._own_limit
+        if limits is None or self._network is None or limits.allows(self.public_key):
+            return
+        wait = math.ceil(limits.wait(self.public_key))
+        raise RateLimited(
+            f"publishing too fast: peers take at most {limits.burst:g} records at once "
+            f"from one seller, then {limits.rate:g} a second; try again in {wait} s"
+        )
+
+    def _seeded_own_limit(self, config: NetworkConfig) -> SellerLimits:
+        """Our own bucket, as peers' buckets for us stand: charged with what we
+        published lately (a restarted daemon does not reset theirs). Older
+        records do not matter: a bucket is full again ``burst / rate`` seconds
+        after its last record."""
+        limits = SellerLimits(config.seller_rate, config.seller_burst, self._clock)
+        since = self._clock() - config.seller_burst / config.seller_rate
+        for created in sorted(x.created for x in self.my_listings() if x.created >= since):
+            limits.charge(self.public_key, created)
+        return limits
+
+    @property
+    def _cache_cap(self) -> CacheCap:
+        if self._cap is None:
+            self._cap = CacheCap(self.store, self.config.max_listings, self.public_key, self.now)
+        return self._cap
 
     def _announce(
         self,
@@ -493,15 +538,23 @@ class Node:
         from p2pmarket.exchange import read_export
         from p2pmarket.ingest import ingest
 
-        report = ingest(self.store, read_export(Path(path)), self.now(), own_key=self.public_key)
+        cap = self._cache_cap
+        items = cap.checking(read_export(Path(path)), every=_CAP_CHECK_EVERY)
+        report = ingest(self.store, items, self.now(), own_key=self.public_key)
         self.collect_garbage()
+        cap.trim()
         return report
 
     def ingest(self, items: Iterable[bytes]) -> IngestReport:
         """Verify and store raw signed records (from any source)."""
         from p2pmarket.ingest import ingest
 
-        return ingest(self.store, items, self.now(), own_key=self.public_key)
+        cap = self._cache_cap
+        report = ingest(
+            self.store, cap.checking(items, _CAP_CHECK_EVERY), self.now(), own_key=self.public_key
+        )
+        cap.check()
+        return report
 
     # -- the network ---------------------------------------------------------
 
@@ -544,6 +597,9 @@ class Node:
         from p2pmarket.catchup import CatchUp
 
         self._held_mail = Mailbox(self.store.db, Quotas(total_bytes=self.config.mailbox_mb << 20))
+        config = config or self.network_config()
+        self._seller_limits = SellerLimits(config.seller_rate, config.seller_burst, time.monotonic)
+        self._own_limit = self._seeded_own_limit(config)
         self._catchup = CatchUp(
             self.store,
             now=self.now,
@@ -553,7 +609,7 @@ class Node:
         )
         network = Network(
             signer.seed(),
-            config or self.network_config(),
+            config,
             accept=self._accept_remote,
             on_event=self._on_network_event,
             peerbook=self.home.peers_file,
@@ -581,6 +637,7 @@ class Node:
             self._network = None
             self._catalogue_due = None
             self._own_tasks = None
+            self._own_limit = None
 
     async def _run_own_tasks(self, task_status: Any) -> None:
         """The node's background work while online; cancelled before the network
@@ -619,10 +676,21 @@ class Node:
             return Verdict.REJECT
         if topic_ids is not None and not _on_its_topics(record, topic_ids):
             return Verdict.REJECT
+        # Gossip is pushed at us, so each seller has a budget (sellerlimit.py);
+        # a DHT fetch is one we asked for. Over the budget the record is dropped
+        # unforwarded, and its forwarder (likely honest) is not penalised.
+        author = records.author(record)
+        limits = self._seller_limits if source == "gossip" else None
+        if limits is not None and not limits.allows(author):
+            self.seller_limited += 1
+            return Verdict.IGNORE
         outcome = self.store.put(record)
         if not outcome.stored:
-            return Verdict.IGNORE
+            return Verdict.IGNORE  # a replay charges its seller nothing
+        if limits is not None:
+            limits.charge(author)
         self._announce(record, outcome, "dht" if source == "dht" else "gossip")
+        self._cache_cap.check()
         return Verdict.ACCEPT
 
     async def _announce_own(self) -> None:
@@ -801,8 +869,7 @@ class Node:
         while True:
             while self.store.collect_expired(self.now(), limit=_GC_STEP):
                 await trio.sleep(0)  # in steps, so gossip is not held up
-            if self._catchup is not None:
-                self._catchup.keep_within_cap()
+            self._cache_cap.trim()
             if self._held_mail is not None:
                 self._held_mail.collect(self.now())
             self._post.messages.forget_seen(self.now())
@@ -834,7 +901,12 @@ class Node:
             peers=len(network.host.get_connected_peers()),
             topics=network.topics,
             started=network.started,
-            extra={**network.counters, **mail_counters, "dropped_events": self.dropped_events},
+            extra={
+                **network.counters,
+                **mail_counters,
+                "dropped_events": self.dropped_events,
+                "seller_limited": self.seller_limited,
+            },
         )
 
     async def fetch_listing(self, listing_id: bytes | str) -> Listing:

@@ -18,7 +18,9 @@ class Verdict(enum.Enum):
     """What the node made of a record a peer sent."""
 
     ACCEPT = "accept"  # valid and newer: stored, and forwarded on gossip
-    IGNORE = "ignore"  # valid but not newer than what we hold (a duplicate or a replay)
+    # valid but not newer than what we hold (a duplicate or a replay), or over its
+    # seller's publish limit: dropped, and the forwarder is not penalised
+    IGNORE = "ignore"
     REJECT = "reject"  # invalid: dropped, and the sender is penalised
 
 
@@ -33,6 +35,10 @@ class NetworkConfig:
     heartbeat: float = 1.0  # GossipSub heartbeat, seconds (py-libp2p's default is 120)
     rate: float = 100.0  # gossip records a second one peer may send us…
     burst: float = 1000.0  # …with bursts up to this many
+    # Per seller (author key), however many peers forward them: p2pmarket/sellerlimit.py.
+    # 3/s (10,800 an hour) is above what one core can stamp (~8,000 an hour).
+    seller_rate: float = 3.0  # new records a second one seller may have us store…
+    seller_burst: float = 500.0  # …with bursts up to this many
     dht_server: bool = True
     connect_timeout: float = 10.0
     dht_timeout: float = 20.0
