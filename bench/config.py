@@ -26,6 +26,8 @@ class Sizes:
     memory_idle: float = 5.0  # seconds idle before RSS is read
     sync_listings: int = 100_000  # held by each peer a new node syncs from
     reviews: int = 5_000  # over the smallest search dataset's 200 sellers
+    spam_stamps: int = 200  # listings and offline messages stamped, each
+    spam_bits: int | None = None  # their difficulty; None: the network's (crypto/stamp.py)
     seed: int = 1
 
 
@@ -43,4 +45,6 @@ QUICK: Final = Sizes(
     memory_idle=2.0,
     sync_listings=5_000,
     reviews=500,
+    spam_stamps=20,
+    spam_bits=8,
 )

@@ -18,6 +18,7 @@ from bench import (
     messages,
     reviews,
     search,
+    spam,
     sync,
 )
 from bench.config import DATA_DIR, FULL, QUICK, REPORT, Sizes
@@ -34,6 +35,7 @@ BENCHMARKS: Final[dict[str, Callable[[Sizes, Path], Section]]] = {
     "sync": sync.run,
     "messages": messages.run,
     "reviews": reviews.run,
+    "spam": spam.run,
 }
 
 

@@ -31,6 +31,8 @@ _TINY = Sizes(
     memory_idle=0.5,
     sync_listings=2000,
     reviews=100,
+    spam_stamps=10,
+    spam_bits=6,
 )
 _NETWORK = ("gossip", "dht", "memory")
 _SYNC = "sync"  # processes of its own: tested alone
@@ -52,7 +54,7 @@ def test_every_local_benchmark_produces_numbers_at_a_tiny_size(tmp_path: Path) -
 
     sections = run(quick=True, sizes=_TINY, data_dir=tmp_path, out=out, only=local)
 
-    _check(sections, ["Ingest", "Search", "Cold", "Reviews"], 10)
+    _check(sections, ["Ingest", "Search", "Cold", "Reviews", "Spam"], 10)
     assert "| Benchmark |" in out.getvalue()
 
 
