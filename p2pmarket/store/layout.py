@@ -47,7 +47,7 @@ from typing import Final
 
 from p2pmarket.records import SYNC_LISTING, SYNC_PROFILE
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 SCHEMA_KEY: Final = b"\x00schema"
 COUNT_KEY: Final = b"\x00count"
 SYNCED_KEY: Final = b"\x00synced"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import msgpack
 import plyvel
 
 from p2pmarket import records
@@ -50,8 +51,36 @@ def _seller_in_summaries(db: plyvel.DB) -> None:
         wb.put(layout.SCHEMA_KEY, b"3")
 
 
+def _unstamped_not_served(db: plyvel.DB) -> None:
+    """Version 4: records carry proof-of-work stamps, and peers refuse a record
+    without one (as a lie, in sync). A record stored before stamps existed is
+    kept, and found by search until it expires, but no longer offered to
+    peers: its sync entry is marked as not held (like an evicted version), so
+    this node neither serves it nor takes the same version again. Its author's
+    next version, stamped, replaces it as usual."""
+    prefixes = {
+        records.SYNC_LISTING: layout.RECORD,
+        records.SYNC_PROFILE: layout.PROFILE,
+        records.SYNC_REVIEW: layout.REVIEW,
+    }
+    with db.write_batch(transaction=True, sync=True) as wb:
+        for key, value in db.iterator(prefix=layout.SYNC):
+            sync_key = key[len(layout.SYNC) :]
+            prefix = prefixes.get(sync_key[:1])
+            raw = None if prefix is None else db.get(prefix + sync_key[1:])
+            if raw is None or "pow" in msgpack.unpackb(raw, raw=False):
+                continue
+            seq, expires, flags = layout.SYNC_VALUE.unpack(value)
+            wb.put(key, layout.SYNC_VALUE.pack(seq, expires, flags | layout.EVICTED))
+        wb.put(layout.SCHEMA_KEY, b"4")
+
+
 # from-version -> the step that brings a store to from-version + 1
-STEPS: dict[int, Callable[[plyvel.DB], None]] = {1: _add_sync_index, 2: _seller_in_summaries}
+STEPS: dict[int, Callable[[plyvel.DB], None]] = {
+    1: _add_sync_index,
+    2: _seller_in_summaries,
+    3: _unstamped_not_served,
+}
 
 
 def upgrade(db: plyvel.DB, version: int) -> None:

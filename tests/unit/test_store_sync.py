@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+import msgpack
 from factories import (
     NOW,
     OTHER,
@@ -366,8 +367,38 @@ def test_a_schema_2_store_gets_sellers_in_its_summaries_when_opened(tmp_path: Pa
             wb.put(layout.SCHEMA_KEY, b"2")
 
     with ListingStore(path) as upgraded:
-        assert upgraded.db.get(layout.SCHEMA_KEY) == b"3"
+        assert upgraded.db.get(layout.SCHEMA_KEY) == str(layout.SCHEMA_VERSION).encode()
         page = upgraded.search(
             Query(text="sepeda", hide_sellers=frozenset({OTHER.public_key})), NOW
         )
         assert page.listings == [mine]
+
+
+def test_a_schema_3_store_keeps_its_unstamped_records_but_no_longer_serves_them(
+    tmp_path: Path,
+) -> None:
+    # Records stored before proof-of-work stamps: peers would refuse them (in
+    # sync, as a lie), so they stay for search but are not offered.
+    path = tmp_path / "store"
+    old, stamped = signed_listing(title="Sepeda lama"), signed_listing(OTHER, title="Sepeda baru")
+    profile = signed_profile(OTHER, seq=3)
+    with ListingStore(path) as store:
+        store.put_many([old, stamped, profile])
+        # What schema 3 wrote for the first listing: the same record, no stamp.
+        doc = msgpack.unpackb(store.db.get(layout.RECORD + old.id))
+        del doc["pow"]
+        with store.db.write_batch() as wb:
+            wb.put(layout.RECORD + old.id, msgpack.packb(doc))
+            wb.put(layout.SCHEMA_KEY, b"3")
+
+    with ListingStore(path) as upgraded:
+        assert upgraded.db.get(layout.SCHEMA_KEY) == str(layout.SCHEMA_VERSION).encode()
+        held = {key: held for key, _, held in upgraded.sync_items(NOW)}
+        assert held == {sync_key(old): False, sync_key(stamped): True, sync_key(profile): True}
+        assert upgraded.sync_record(sync_key(old), NOW) is None
+        assert upgraded.sync_record(sync_key(stamped), NOW) == records.encode(stamped)
+        assert [x.id for x in upgraded.search(Query(text="lama"), NOW).listings] == [old.id]
+        assert upgraded.put(old) is Outcome.STALE  # the same version is not taken again
+        newer = updated(old, SELLER)
+        assert upgraded.put(newer) is Outcome.UPDATED
+        assert upgraded.sync_record(sync_key(newer), NOW) == records.encode(newer)
