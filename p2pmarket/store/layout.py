@@ -33,7 +33,9 @@ for a listing or its tombstone, ``F`` + owner for a profile, ``V`` + contract
 id + reviewer for a review. One key has one
 live version, so comparing (key, seq) pairs is enough to know who is behind.
 A flag marks a version that was *evicted* to keep the cache under its cap: it is
-still counted by sync (so peers do not offer it again) but no longer held.
+still counted by sync (so peers do not offer it again) but no longer held. The
+same flag marks a record stored before proof-of-work stamps (schema 4): kept
+for search, but not served, since peers would refuse it.
 
 Search terms are the text tokens (``sepeda``) plus filter terms that start with
 ``#``, which no text token can: ``#g:vehicles``, ``#g:vehicles/bicycles``,
