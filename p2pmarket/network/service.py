@@ -46,7 +46,7 @@ from p2pmarket.errors import InvalidInput, NetworkError, P2PMarketError
 from p2pmarket.events import Event, PeerConnected, PeerDisconnected, PeerInfo, SyncProgress
 from p2pmarket.network import _libp2p_fixes, topics
 from p2pmarket.network.addresses import parse_peer_address
-from p2pmarket.network.banlist import BAN_THRESHOLD, BanList
+from p2pmarket.network.conduct import Conduct
 from p2pmarket.network.config import NetworkConfig, Verdict
 from p2pmarket.network.dht import (
     CATALOGUE_NS,
@@ -84,7 +84,6 @@ _GOSSIP_PROTOCOLS: Final = [PROTOCOL_ID_V11, PROTOCOL_ID]
 DHT_PUT_DELAY: Final = 2.0  # gossip first: see _dht_putter
 NEARBY_PEERS: Final = 3  # neighbours asked directly before a full DHT lookup
 NEARBY_TIMEOUT: Final = 2.0
-PENALTY_DECAY: Final = 0.99  # per second, like the score's per-heartbeat decay
 OUTBOX_SIZE: Final = 10_000
 MESH_WAIT: Final = 5.0  # how long a publish waits for a first mesh peer
 REDIAL_EVERY: Final = 5.0
@@ -227,8 +226,7 @@ class Network:
             OUTBOX_SIZE
         )
         self._stopping = trio.Event()
-        self._penalties: dict[str, tuple[float, float]] = {}  # peer -> (amount, when)
-        self._bans = BanList()
+        self._conduct = Conduct()
         self._sync_source = sync
         self._on_synced = on_synced
         self._sync_limiter = trio.CapacityLimiter(SYNC_CONCURRENCY)
@@ -442,20 +440,32 @@ class Network:
         return validate
 
     def _penalise(self, peer: ID, amount: float = INVALID_PENALTY, *, new: bool = True) -> None:
+        """Charge a peer: in GossipSub's score at once, and in our own ledger
+        (``new``: a new offence, not a debt re-applied on reconnection), which
+        bans it past the threshold (conduct.py)."""
         scorer = getattr(self._gossipsub, "scorer", None)
         if scorer is not None:
             scorer.penalize_behavior(peer, amount)
-        if new:  # a new offence, not a re-application
-            if len(self._penalties) >= 10_000:  # keep only debts that still count
-                now = time.monotonic()
-                self._penalties = {
-                    k: (a, t)
-                    for k, (a, t) in self._penalties.items()
-                    if a * PENALTY_DECAY ** (now - t) >= 1
-                }
-            self._penalties[peer.to_base58()] = (self._penalty(peer) + amount, time.monotonic())
-            if self._penalty(peer) >= BAN_THRESHOLD:
-                self._ban(peer)
+        if new:
+            self._banned_now(peer, self._conduct.charge(peer.to_base58(), amount, time.monotonic()))
+
+    def _ban(self, peer: ID) -> None:
+        """Ban a peer whatever it owes (it broke a sync session)."""
+        self._banned_now(peer, self._conduct.ban(peer.to_base58(), time.monotonic()))
+
+    def _banned_now(self, peer: ID, until: float | None) -> None:
+        """A ban just began (``until`` set): hang up now; the peer is neither
+        dialled nor let back in until it ends."""
+        if until is None:
+            return
+        self.counters["peers_banned"] += 1
+        log.warning(
+            "banned %s for %.0f s: it owes %.0f penalty points",
+            peer,
+            until - time.monotonic(),
+            self.owed(peer.to_base58()),
+        )
+        self._nursery_start(self._hang_up_on, peer)
 
     def _oversized(self, peer: ID) -> None:
         """A peer sent a pubsub frame over py-libp2p's size limit (see
@@ -473,27 +483,13 @@ class Network:
             return
         self._penalise(peer)
 
-    def _ban(self, peer: ID) -> None:
-        """Cut a peer off: hang up now, and neither dial it nor let it back in
-        until its ban ends (see banlist.py)."""
-        now = time.monotonic()
-        if self._bans.banned(peer.to_base58(), now):
-            return
-        until = self._bans.ban(peer.to_base58(), now)
-        self.counters["peers_banned"] += 1
-        log.warning(
-            "banned %s for %.0f s: it owes %.0f penalty points",
-            peer,
-            until - now,
-            self._penalty(peer),
-        )
-        self._nursery_start(self._hang_up_on, peer)
+    def owed(self, peer_id: str) -> float:
+        """Penalty points a peer still owes (decaying by 1% a second)."""
+        return self._conduct.owed(peer_id, time.monotonic())
 
     def banned(self, peer_id: str) -> float | None:
         """Seconds left of a peer's ban, or None if it is not banned."""
-        now = time.monotonic()
-        until = self._bans.until(peer_id, now)
-        return None if until is None else until - now
+        return self._conduct.banned(peer_id, time.monotonic())
 
     async def _hang_up_on(self, peer: ID) -> None:
         host = self._host
@@ -503,11 +499,6 @@ class Network:
             for conn in list(host.get_network().get_connections(peer)):
                 with contextlib.suppress(Exception):
                     await conn.muxed_conn.close()
-
-    def _penalty(self, peer: ID) -> float:
-        """What a peer still owes from invalid records, decayed to now."""
-        amount, since = self._penalties.get(peer.to_base58(), (0.0, 0.0))
-        return float(amount * PENALTY_DECAY ** (time.monotonic() - since))
 
     @staticmethod
     async def _drain(subscription: Any) -> None:
@@ -721,7 +712,7 @@ class Network:
             peer = conn.muxed_conn.peer_id
             peer_id = peer.to_base58()
             if is_open:
-                if self._bans.banned(peer_id, time.monotonic()):
+                if self.banned(peer_id) is not None:
                     self.counters["banned_refused"] += 1
                     self._nursery_start(self._hang_up_on, peer)
                     continue
@@ -734,7 +725,7 @@ class Network:
                 if self._dht is not None:
                     # KadDHT does not learn the peers we connect to by itself.
                     self._nursery_start(self._add_to_dht, host, peer)
-                owed = self._penalty(peer)
+                owed = self.owed(peer_id)
                 if owed >= 1:
                     self._penalise(peer, owed, new=False)  # libp2p forgot it on disconnect
                 if _direction(conn) == "outbound":

@@ -183,4 +183,4 @@ async def test_a_peer_that_sends_a_frame_over_the_limit_pays_for_it(cluster: Clu
             await stream.read(1)
 
         await eventually(lambda: network.counters["gossip_rejected"] == 1)
-        assert network._penalty(raw.host.get_id()) >= 9  # 10, decaying by 1% a second
+        assert network.owed(raw.peer_id) >= 9  # 10, decaying by 1% a second

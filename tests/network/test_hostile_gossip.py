@@ -192,7 +192,7 @@ async def test_a_peer_that_floods_invalid_records_is_cut_off_and_kept_out(
     cluster: Cluster,
 ) -> None:
     # _score_params: one invalid record costs its sender 10 points; at 50 owed
-    # (the fifth or sixth in a row) the node bans it (banlist.py): it hangs up, refuses
+    # (the fifth or sixth in a row) the node bans it (conduct.py): it hangs up, refuses
     # the peer's redials and does not dial it. Before issue 13 such a peer stayed
     # connected, and only its score kept its messages out.
     async with raw_peer() as raw:
