@@ -1,7 +1,7 @@
 """The p2pmarket benchmark suite: ``python -m bench [--quick] [NAME]``.
 
 NAME is one of ingest, search, coldstart, gossip, dht, memory, sync, messages,
-reviews and spam (default: all).
+reviews, spam and flood (default: all).
 
 Each benchmark measures one of our figures beside a baseline taken in the same
 run on the same data, so a slow machine shifts both and the comparison holds.

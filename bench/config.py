@@ -28,6 +28,8 @@ class Sizes:
     reviews: int = 5_000  # over the smallest search dataset's 200 sellers
     spam_stamps: int = 200  # listings and offline messages stamped, each
     spam_bits: int | None = None  # their difficulty; None: the network's (crypto/stamp.py)
+    flood_records: int = 10_000  # invalid records sent at one node, per attack phase
+    flood_publishes: int = 30  # honest listings in the baseline (one every 0.5 s)
     seed: int = 1
 
 
@@ -47,4 +49,6 @@ QUICK: Final = Sizes(
     reviews=500,
     spam_stamps=20,
     spam_bits=8,
+    flood_records=150,
+    flood_publishes=4,
 )

@@ -11,6 +11,7 @@ from typing import Final, TextIO
 from bench import (
     coldstart,
     dht,
+    flood,
     gossip,
     ingest,
     machine,
@@ -36,6 +37,7 @@ BENCHMARKS: Final[dict[str, Callable[[Sizes, Path], Section]]] = {
     "messages": messages.run,
     "reviews": reviews.run,
     "spam": spam.run,
+    "flood": flood.run,
 }
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import BENCHMARKS, Sizes, messages, run, sync
+from bench import BENCHMARKS, Sizes, flood, messages, run, sync
 from bench.report import render
 from bench.results import Section
 
@@ -33,8 +33,10 @@ _TINY = Sizes(
     reviews=100,
     spam_stamps=10,
     spam_bits=6,
+    flood_records=60,
+    flood_publishes=3,
 )
-_NETWORK = ("gossip", "dht", "memory")
+_NETWORK = ("gossip", "dht", "memory", "flood")
 _SYNC = "sync"  # processes of its own: tested alone
 _MESSAGES = "messages"  # its own sample counts: tested alone
 
@@ -66,7 +68,7 @@ def test_every_network_benchmark_produces_numbers_at_a_tiny_size(tmp_path: Path)
         futures = [pool.submit(BENCHMARKS[name], _TINY, tmp_path) for name in _NETWORK]
         sections = [future.result() for future in futures]
 
-    _check(sections, ["Gossip", "DHT", "Memory"], 4)
+    _check(sections, ["Gossip", "DHT", "Memory", "Flood"], 4)
     assert "| Benchmark |" in render(sections, [], mode="tiny", minutes=0)
 
 
@@ -108,3 +110,34 @@ def test_the_messages_benchmark_delivers_every_message_at_a_tiny_size() -> None:
         assert trial["sent"] is not None and trial["via"] == "mailbox" and trial["stored"], trial
         assert trial["online"] > trial["after_connect"] > 0
     _check([messages.section(found)], ["Direct"], 2)
+
+
+@pytest.mark.slow
+def test_the_flood_benchmark_cuts_the_flooders_off_and_loses_no_honest_listing() -> None:
+    found = flood.figures(_TINY)
+
+    phases = {p["name"]: p for p in found["phases"]}
+    assert list(phases) == ["a", "b1", "b2", "b3", "b4"]
+    assert found["missing_pairs"] == 0 and all(found["online_at_end"])
+    for name, p in phases.items():
+        assert p["reaches"] and None not in p["reaches"], (name, p["reaches"])
+        assert p["entry_online"], name
+        assert p["entry"]["gossip_accepted"] <= len(p["reaches"]) * 2, name  # honest only
+        if name == "a":
+            continue
+        attack, entry = p["attack"], p["entry"]
+        assert "error" not in attack, attack
+        assert attack["sent"] > 0 and entry["gossip_rejected"] > 0, (name, attack, entry)
+        assert entry["gossip_rejected"] <= attack["sent"], (name, attack, entry)
+    # One identity and each Sybil that floods are banned after ~5 invalid records
+    # (10 points each, ban at 50); one that stays under the ban never is.
+    assert phases["b1"]["entry"]["peers_banned"] == 1
+    assert phases["b1"]["entry"]["gossip_rejected"] <= 6
+    for name in ("b2", "b3"):
+        entry, identities = phases[name]["entry"], phases[name]["attack"]["identities"]
+        assert entry["peers_banned"] >= 1
+        assert entry["gossip_rejected"] <= 6 * len(identities), (name, entry)
+    b4 = phases["b4"]
+    assert b4["entry"]["peers_banned"] == 0
+    assert b4["attack"]["sent"] == _TINY.flood_records
+    assert 0.9 * _TINY.flood_records <= b4["entry"]["gossip_rejected"] <= _TINY.flood_records
