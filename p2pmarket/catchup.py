@@ -14,6 +14,7 @@ from typing import Final
 import trio
 
 from p2pmarket import records
+from p2pmarket.cachecap import CacheCap
 from p2pmarket.crypto.signing import verify_groups
 from p2pmarket.errors import InvalidRecord
 from p2pmarket.network.reconcile import ItemSet
@@ -75,13 +76,13 @@ class CatchUp:
         *,
         now: Callable[[], int],
         own_key: bytes,
-        max_listings: int,
+        cap: CacheCap,
         announce: Callable[[Record, Outcome], None],
     ) -> None:
         self._store = store
         self._now = now
         self._own_key = own_key
-        self._max_listings = max_listings
+        self._cap = cap
         self._announce = announce
         self._snapshot: tuple[int, int, ItemSet] | None = None
 
@@ -118,19 +119,7 @@ class CatchUp:
             if change.outcome.stored:
                 stored += 1
                 self._announce(change.record, change.outcome)
-        self.keep_within_cap()
+        # A batch is large already: trim back to the cap after each one.
+        if self._store.listing_count > self._cap.cap:
+            self._cap.trim()
         return Fetched(stored, len(changes) - stored, rejected, expired)
-
-    def keep_within_cap(self) -> int:
-        """Collect expired records, then evict the oldest others' listings, until
-        the cache holds at most its cap; return how many went."""
-        store = self._store
-        if store.listing_count <= self._max_listings:
-            return 0
-        gone = 0
-        while store.listing_count > self._max_listings:
-            step = store.collect_expired(self._now())
-            if not step:
-                break
-            gone += step
-        return gone + store.evict(self._max_listings, self._own_key)

@@ -604,7 +604,7 @@ class Node:
             self.store,
             now=self.now,
             own_key=self.public_key,
-            max_listings=self.config.max_listings,
+            cap=self._cache_cap,
             announce=lambda record, outcome: self._announce(record, outcome, "sync"),
         )
         network = Network(
