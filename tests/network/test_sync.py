@@ -80,6 +80,26 @@ async def test_a_new_node_gets_all_20000_listings_of_its_peer(cluster: Cluster) 
     assert len(found) == 100
 
 
+async def test_a_node_with_a_small_cache_keeps_its_cap_through_a_large_sync(
+    cluster: Cluster,
+) -> None:
+    (a,) = await cluster.start(1, config=MANUAL)
+    load(a, list(market(1_500)))
+    b = Node.open(cluster.new_home())
+    b.config = replace(b.config, max_listings=1_000)  # the smallest config.toml allows
+    cluster.nodes.append(b)
+    await cluster.nursery.start(b.run, MANUAL)
+    await connect(b, a)
+
+    only(await b.sync(a.peer_id))
+
+    # Trimmed back to the cap after each batch (the newest kept), through the
+    # node's one CacheCap (catchup.py).
+    assert b.store.listing_count == 1_000
+    newest = sorted(live_ids(a), key=lambda i: a.get_listing(i).created)[-1]
+    assert newest in live_ids(b)
+
+
 async def test_a_node_that_was_away_fetches_about_the_one_percent_that_changed(
     cluster: Cluster,
 ) -> None:
