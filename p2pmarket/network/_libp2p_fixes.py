@@ -24,6 +24,12 @@
    read that module uses and reports the sender to the node whose connection
    it came in on (found by its local peer id, since several nodes may share a
    process), which penalises it like any invalid record.
+6. The peerstore holds at most 1,000 peers and, past that, evicts entries with
+   no addresses first, which includes the host's own (its key, no address).
+   Every identify request after that raised ``PeerStoreError`` looking up our
+   own key, and the error ended the host: a thousand made-up identities
+   connecting one after another took a node down (found by the flood
+   benchmark). :func:`keep_own_peer_data` keeps our entry out of eviction.
 """
 
 from __future__ import annotations
@@ -89,3 +95,20 @@ class _SuccessOnlyCache(ValidationCache):
 def cache_only_successes(pubsub: Pubsub) -> None:
     old = pubsub.validation_cache
     pubsub.validation_cache = _SuccessOnlyCache(old.ttl, old.max_size)
+
+
+def keep_own_peer_data(host: Any) -> None:
+    """Never let the peerstore's size cap evict the host's own entry (6.)."""
+    store = host.get_peerstore()
+    own = host.get_id()
+    enforce = store._enforce_peer_limit
+
+    def enforce_sparing_own() -> None:
+        mine = store.peer_data_map.pop(own, None)
+        try:
+            enforce()
+        finally:
+            if mine is not None:
+                store.peer_data_map[own] = mine
+
+    store._enforce_peer_limit = enforce_sparing_own

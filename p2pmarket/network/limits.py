@@ -29,6 +29,7 @@ The decision is pure, so it is tested without a network; the service calls
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 from collections import Counter, defaultdict
@@ -209,6 +210,15 @@ class StreamCap:
             self.open[peer] += 1
             try:
                 await handler(stream)
+            except trio.Cancelled:
+                raise
+            except Exception as exc:
+                # py-libp2p lets an error in any protocol handler end the whole
+                # host (its connection task re-raises it), and the node with it:
+                # one peer's stream must never do that. Logged, and the stream reset.
+                log.warning("a stream from %s failed: %r", peer, exc)
+                with contextlib.suppress(Exception):
+                    await stream.reset()
             finally:
                 self.open[peer] -= 1
                 if not self.open[peer]:

@@ -295,6 +295,7 @@ class Network:
         )
         pubsub = Pubsub(host, gossipsub, msg_id_constructor=_content_id, strict_signing=True)
         _libp2p_fixes.cache_only_successes(pubsub)
+        _libp2p_fixes.keep_own_peer_data(host)
         _libp2p_fixes.on_oversized_frame(host.get_id(), self._oversized)
         dht = KadDHT(
             host,
