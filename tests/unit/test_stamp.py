@@ -50,6 +50,16 @@ def test_a_stamp_at_the_networks_difficulty_has_that_many_leading_zero_bits() ->
     assert stamp.solve(SUBJECT, stamp.DEFAULT_BITS) == nonce  # a function of its subject
 
 
+def test_the_protocols_test_vector() -> None:
+    # docs/PROTOCOL.md, "Proof-of-work stamp": another implementation checks
+    # its Argon2id parameters and domain against these bytes.
+    nonce = bytes.fromhex("00000000000002220000000000000000")
+    assert stamp.solve(SUBJECT, 8) == nonce
+    assert stamp.work(SUBJECT, nonce).hex() == (
+        "00b89b2511240090091e3caa502e32b4aed4cf08a763cb79fe72dfcd8301d3ee"
+    )
+
+
 def test_a_stamp_binds_to_its_subject() -> None:
     nonce = stamp.solve(SUBJECT, 8)
     other = next(bytes([i]) * 64 for i in range(256) if not stamp.check(bytes([i]) * 64, nonce, 8))
