@@ -651,8 +651,22 @@ class Node:
                 nursery.start_soon(self._bundle_loop)
                 nursery.start_soon(self._announce_own)
                 nursery.start_soon(self._upkeep)
+                nursery.start_soon(self._restamp_own)
                 assert self._network is not None
                 nursery.start_soon(self._post.run, self._network)
+
+    async def _restamp_own(self) -> int:
+        """Stamp the user's own records stored before stamps existed (store
+        schema 4 stopped serving them): a stamp needs no key, only work, done
+        in a thread (~0.4 s each) so the node's networking goes on. They are
+        synced again from then on. Returns how many were stamped."""
+        import trio
+
+        done = 0
+        for record in list(self.store.unstamped(self.public_key)):
+            stamped = await trio.to_thread.run_sync(records.stamped, record)
+            done += self.store.restamp(stamped)
+        return done
 
     def stop(self) -> None:
         """Leave the network: connections are closed first, so peers see us go at

@@ -47,7 +47,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from p2pmarket.records import SYNC_LISTING, SYNC_PROFILE
+from p2pmarket.records import SYNC_LISTING, SYNC_PROFILE, SYNC_REVIEW
 
 SCHEMA_VERSION: Final = 4
 SCHEMA_KEY: Final = b"\x00schema"
@@ -135,3 +135,9 @@ def sync_entry(key: bytes, seq: int, expires: int, flags: int = 0) -> tuple[byte
 
 def u64(value: int) -> bytes:
     return _U64.pack(value)
+
+
+def record_key(sync_key: bytes) -> bytes | None:
+    """Where the record a sync key names is kept (None for an unknown kind)."""
+    prefix = {SYNC_LISTING: RECORD, SYNC_PROFILE: PROFILE, SYNC_REVIEW: REVIEW}.get(sync_key[:1])
+    return None if prefix is None else prefix + sync_key[1:]

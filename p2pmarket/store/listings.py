@@ -371,16 +371,45 @@ class ListingStore:
             return None
         return entry[0]
 
+    def unstamped(self, author: bytes) -> Iterator[Record]:
+        """``author``'s records stored before proof-of-work stamps (schema 4 marked
+        them not held, so they are not synced): to be stamped again (:meth:`restamp`)."""
+        for key, value in self.db.iterator(prefix=layout.SYNC):
+            if not layout.SYNC_VALUE.unpack(value)[2] & layout.EVICTED:
+                continue
+            record_key = layout.record_key(key[len(layout.SYNC) :])
+            raw = None if record_key is None else self.db.get(record_key)
+            if raw is None:
+                continue  # evicted for the cache cap: nothing held
+            record = records.load_trusted(raw)
+            if not record.stamp and records.author(record) == author:
+                yield record
+
+    def restamp(self, record: Record) -> bool:
+        """Replace a held record's bytes by the same version with a stamp, and
+        serve it in sync again; False if the store holds another version now."""
+        sync_key = records.sync_key(record)
+        record_key = layout.record_key(sync_key)
+        entry = self._sync_entry(sync_key)
+        raw = None if record_key is None else self.db.get(record_key)
+        if record_key is None or entry is None or raw is None or not record.stamp:
+            return False
+        if records.load_trusted(raw).seq != record.seq:
+            return False
+        seq, expires, flags = entry
+        with self.db.write_batch(transaction=True, sync=True) as wb:
+            wb.put(record_key, records.encode(record))
+            wb.put(
+                layout.SYNC + sync_key,
+                layout.SYNC_VALUE.pack(seq, expires, flags & ~layout.EVICTED),
+            )
+        return True
+
     def sync_record(self, key: bytes, now: int) -> bytes | None:
         """The encoded record under a sync key, if held and unexpired."""
         entry = self._sync_entry(key)
         if entry is None or entry[1] <= now or entry[2] & layout.EVICTED:
             return None
-        kind, rest = key[:1], key[1:]
-        prefix = {
-            records.SYNC_LISTING: layout.RECORD,
-            records.SYNC_PROFILE: layout.PROFILE,
-            records.SYNC_REVIEW: layout.REVIEW,
-        }.get(kind)
-        raw: bytes | None = None if prefix is None else self.db.get(prefix + rest)
+        record_key = layout.record_key(key)
+        raw: bytes | None = None if record_key is None else self.db.get(record_key)
         return raw

@@ -57,17 +57,12 @@ def _unstamped_not_served(db: plyvel.DB) -> None:
     kept, and found by search until it expires, but no longer offered to
     peers: its sync entry is marked as not held (like an evicted version), so
     this node neither serves it nor takes the same version again. Its author's
-    next version, stamped, replaces it as usual."""
-    prefixes = {
-        records.SYNC_LISTING: layout.RECORD,
-        records.SYNC_PROFILE: layout.PROFILE,
-        records.SYNC_REVIEW: layout.REVIEW,
-    }
+    next version, stamped, replaces it as usual, and the user's own are stamped
+    again by the node when it next goes online (``Node._restamp_own``)."""
     with db.write_batch(transaction=True, sync=True) as wb:
         for key, value in db.iterator(prefix=layout.SYNC):
-            sync_key = key[len(layout.SYNC) :]
-            prefix = prefixes.get(sync_key[:1])
-            raw = None if prefix is None else db.get(prefix + sync_key[1:])
+            record_key = layout.record_key(key[len(layout.SYNC) :])
+            raw = None if record_key is None else db.get(record_key)
             if raw is None or "pow" in msgpack.unpackb(raw, raw=False):
                 continue
             seq, expires, flags = layout.SYNC_VALUE.unpack(value)
