@@ -662,8 +662,11 @@ class Node:
         synced again from then on. Returns how many were stamped."""
         import trio
 
+        def waiting() -> list[Record]:  # a scan of the sync index: off the event loop
+            return list(self.store.unstamped(self.public_key))
+
         done = 0
-        for record in list(self.store.unstamped(self.public_key)):
+        for record in await trio.to_thread.run_sync(waiting):
             stamped = await trio.to_thread.run_sync(records.stamped, record)
             done += self.store.restamp(stamped)
         return done
