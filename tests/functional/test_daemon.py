@@ -48,6 +48,16 @@ def _installed() -> None:
     assert SCRIPT.exists(), f"{SCRIPT} is missing: install the package (make test does)"
 
 
+@pytest.fixture
+def daemons() -> Iterator[Daemons]:
+    group = Daemons()
+    try:
+        yield group
+    finally:
+        problems = group.close()
+    assert not problems, "; ".join(problems)
+
+
 @pytest.fixture(scope="module")
 def lone() -> Iterator[Daemon]:
     """One daemon without peers, shared by the tests that only look at it."""

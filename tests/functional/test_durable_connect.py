@@ -4,11 +4,22 @@ returns, and it never says "connected" for an address it did not reach."""
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
 
 import pytest
 from daemon_harness import Daemons, cli, cli_json, closed_port, one_error_line, wait_until
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def daemons() -> Iterator[Daemons]:
+    group = Daemons()
+    try:
+        yield group
+    finally:
+        problems = group.close()
+    assert not problems, "; ".join(problems)
 
 
 def peer_ids(home: object) -> set[str]:

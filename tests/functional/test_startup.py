@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,13 @@ from tests.functional.daemon_harness import (
     one_error_line,
     wait_until,
 )
+
+
+@pytest.fixture
+def daemons() -> Iterator[Daemons]:
+    group = Daemons()
+    yield group
+    assert group.close() == []
 
 
 def _store_locked(home: Path) -> bool:
