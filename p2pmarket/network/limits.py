@@ -286,13 +286,13 @@ class Gate:
 
 
 async def hang_up(conns: Sequence[INetConn]) -> None:
-    """Close connections the gate chose, within 2 s."""
+    """Close connections (the gate's choice, or a banned peer's), within 2 s."""
     with trio.move_on_after(2):
         for conn in conns:
             try:
                 await conn.muxed_conn.close()
             except Exception as exc:  # closed already
-                log.debug("closing a connection over the limits failed: %s", exc)
+                log.debug("closing a connection failed: %s", exc)
 
 
 def _is_inbound(conn: INetConn) -> bool:

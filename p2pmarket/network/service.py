@@ -493,13 +493,9 @@ class Network:
         return self._conduct.banned(peer_id, time.monotonic())
 
     async def _hang_up_on(self, peer: ID) -> None:
-        host = self._host
-        if host is None:
-            return
-        with trio.move_on_after(2):
-            for conn in list(host.get_network().get_connections(peer)):
-                with contextlib.suppress(Exception):
-                    await conn.muxed_conn.close()
+        """Close every connection to ``peer``, within 2 s."""
+        if self._host is not None:
+            await hang_up(list(self._host.get_network().get_connections(peer)))
 
     @staticmethod
     async def _drain(subscription: Any) -> None:
