@@ -5,8 +5,20 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 
+import pytest
 from daemon_harness import Daemons, cli, create_listing, one_error_line
+
+
+@pytest.fixture
+def daemons() -> Iterator[Daemons]:
+    group = Daemons()
+    try:
+        yield group
+    finally:
+        problems = group.close()
+    assert not problems, "; ".join(problems)
 
 
 def test_listing_create_past_the_seller_limit_says_when_to_try_again(daemons: Daemons) -> None:
