@@ -669,6 +669,7 @@ class Node:
         for record in await trio.to_thread.run_sync(waiting):
             stamped = await trio.to_thread.run_sync(records.stamped, record)
             done += self.store.restamp(stamped)
+        self.store.restamped_all()
         return done
 
     def stop(self) -> None:

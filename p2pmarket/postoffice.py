@@ -32,6 +32,7 @@ from p2pmarket.errors import (
     EnvelopeOutOfTime,
     InvalidEnvelope,
     InvalidInput,
+    Malformed,
     NotYet,
     P2PMarketError,
 )
@@ -214,7 +215,7 @@ class PostOffice:
         if letter.kind == "trade":
             try:
                 move = unpack_move(letter.body)
-            except ValueError as exc:  # Malformed, from the decoder
+            except Malformed as exc:
                 raise InvalidEnvelope(str(exc)) from None
             if move.author != letter.sender:
                 raise InvalidEnvelope("a trade move signed by someone else than its sender")

@@ -54,6 +54,7 @@ SCHEMA_KEY: Final = b"\x00schema"
 COUNT_KEY: Final = b"\x00count"
 SYNCED_KEY: Final = b"\x00synced"
 EVICTED_KEY: Final = b"\x00evicted"
+UNSTAMPED_KEY: Final = b"\x00unstamped"  # present while pre-stamp records are kept
 
 RECORD: Final = b"R"
 TIME: Final = b"T"

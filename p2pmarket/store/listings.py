@@ -373,7 +373,10 @@ class ListingStore:
 
     def unstamped(self, author: bytes) -> Iterator[Record]:
         """``author``'s records stored before proof-of-work stamps (schema 4 marked
-        them not held, so they are not synced): to be stamped again (:meth:`restamp`)."""
+        them not held, so they are not synced): to be stamped again (:meth:`restamp`).
+        A scan of the sync index, made only in a store the upgrade marked."""
+        if self.db.get(layout.UNSTAMPED_KEY) is None:
+            return
         for key, value in self.db.iterator(prefix=layout.SYNC):
             if not layout.SYNC_VALUE.unpack(value)[2] & layout.EVICTED:
                 continue
@@ -384,6 +387,10 @@ class ListingStore:
             record = records.load_trusted(raw)
             if not record.stamp and records.author(record) == author:
                 yield record
+
+    def restamped_all(self) -> None:
+        """The user's own pre-stamp records are all stamped: no more scans."""
+        self.db.delete(layout.UNSTAMPED_KEY, sync=True)
 
     def restamp(self, record: Record) -> bool:
         """Replace a held record's bytes by the same version with a stamp, and

@@ -67,6 +67,7 @@ def _unstamped_not_served(db: plyvel.DB) -> None:
                 continue
             seq, expires, flags = layout.SYNC_VALUE.unpack(value)
             wb.put(key, layout.SYNC_VALUE.pack(seq, expires, flags | layout.EVICTED))
+            wb.put(layout.UNSTAMPED_KEY, b"")  # so only such a store ever looks for them
         wb.put(layout.SCHEMA_KEY, b"4")
 
 

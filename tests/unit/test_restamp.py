@@ -57,3 +57,4 @@ def test_own_records_from_before_stamps_are_stamped_again_and_served(
         assert node.store.sync_record(records.sync_key(theirs), NOW) is None
         assert node.get_listing(theirs.id).id == theirs.id
         assert list(node.store.unstamped(node.public_key)) == []
+        assert node.store.db.get(layout.UNSTAMPED_KEY) is None  # no scan at the next start

@@ -350,6 +350,7 @@ def test_a_schema_1_store_gets_its_sync_index_when_opened(tmp_path: Path) -> Non
 
     with ListingStore(path) as again:  # the upgrade runs once
         assert sync_set(again) == expected
+        assert again.db.get(layout.UNSTAMPED_KEY) is None  # every record had its stamp
 
 
 def test_a_schema_2_store_gets_sellers_in_its_summaries_when_opened(tmp_path: Path) -> None:
@@ -396,6 +397,7 @@ def test_a_schema_3_store_keeps_its_unstamped_records_but_no_longer_serves_them(
         held = {key: held for key, _, held in upgraded.sync_items(NOW)}
         assert held == {sync_key(old): False, sync_key(stamped): True, sync_key(profile): True}
         assert upgraded.sync_record(sync_key(old), NOW) is None
+        assert upgraded.db.get(layout.UNSTAMPED_KEY) == b""  # marked: the node restamps its own
         assert upgraded.sync_record(sync_key(stamped), NOW) == records.encode(stamped)
         assert [x.id for x in upgraded.search(Query(text="lama"), NOW).listings] == [old.id]
         assert upgraded.put(old) is Outcome.STALE  # the same version is not taken again
