@@ -117,6 +117,14 @@ def msgmap(data: bytes) -> dict[str, object]:
 async def hostile_line(cluster: Cluster, raw: RawPeer) -> tuple[Node, Node]:
     """B-C in a line, with the raw peer meshed with B only."""
     b, c = await cluster.start(2, topology="line")
+    # Their catch-up sync on connecting is over before an attack sets B up: a
+    # late one would legitimately bring C what B holds (found flaking under load).
+    await eventually(
+        lambda: (
+            (b.store.last_synced or c.store.last_synced)
+            and not (b.sync_status().syncing or c.sync_status().syncing)
+        )
+    )
     await raw.connect(b)
     await raw.join_mesh(b)
     return b, c
