@@ -66,7 +66,9 @@ async def test_a_node_full_of_inbound_connections_closes_the_next_and_keeps_the_
         await connect(d, a)
     await eventually(lambda: gate(a).closed >= 1)
     await eventually(lambda: a.peer_id not in peers_of(d))
-    assert peers_of(a) == {b.peer_id, c.peer_id}
+    # Kept: b and c. (A may later dial d itself, through the DHT: outbound
+    # connections have room of their own, so only the inbound cap is tested.)
+    assert {b.peer_id, c.peer_id} <= peers_of(a)
 
     # The two kept connections still carry gossip both ways.
     await settle([a, b, c])
