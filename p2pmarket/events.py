@@ -117,8 +117,13 @@ class NodeStatus:
 
     peer_id: str
     online: bool  # False for a node opened without its network
-    addresses: tuple[str, ...] = ()  # full multiaddrs we listen on, with /p2p/<id>
+    addresses: tuple[str, ...] = ()  # full multiaddrs we announce, with /p2p/<id>
     peers: int = 0
+    # "public" (AutoNAT: peers dialled us back), "relayed" (private, reachable through
+    # the relays below), "private" (no relay yet) or "unknown" (not enough peers asked)
+    reachability: str = "unknown"
+    relays: tuple[str, ...] = ()  # peer ids of the relays we hold a reservation with
+    known_peers: int = 0  # peers in the peer book, connected or not
     cached_listings: int = 0
     topics: tuple[str, ...] = ()
     sync: SyncStatus | None = None
