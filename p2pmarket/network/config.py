@@ -53,3 +53,8 @@ class NetworkConfig:
     max_connections_per_ip: int = 8  # inbound, from one IP address
     max_streams_per_peer: int = 64  # inbound streams of one peer open at once
     limit_loopback: bool = False  # also count 127.0.0.1 / ::1 per IP (tests do)
+    # Reachability (network/reachability.py): serve as a circuit relay v2 while
+    # AutoNAT says we are public (limits in network/relaying.py), and ask the
+    # router for a port mapping by UPnP in the background.
+    relay_service: bool = True
+    upnp: bool = True
