@@ -126,6 +126,24 @@ class PeerBook:
             peer.next_try = 0.0
         self.dirty = True
 
+    def remember(self, peer_id: str, addrs: list[str], now: float) -> None:
+        """A peer we were told of (an invite, a bootstrap address) but could not
+        reach yet: kept as one failure, so the redial loop tries it after
+        MIN_BACKOFF and then backs off like any other. A known peer keeps its
+        record, with these addresses put first."""
+        usable = [a for a in addrs if a][:MAX_ADDRS]
+        if not usable:
+            return
+        peer = self.peers.get(peer_id)
+        if peer is not None:
+            peer.addrs = list(dict.fromkeys(usable + peer.addrs))[:MAX_ADDRS]
+        else:
+            if len(self.peers) >= MAX_PEERS:
+                oldest = min(self.peers.values(), key=lambda p: p.last_seen)
+                del self.peers[oldest.peer_id]
+            self.peers[peer_id] = KnownPeer(peer_id, usable, now, 1, now + MIN_BACKOFF)
+        self.dirty = True
+
     def failed(self, peer_id: str, now: float) -> None:
         peer = self.peers.get(peer_id)
         if peer is None:
