@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench crash fuzz lint clean
+.PHONY: run test bench crash fuzz interop lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ fuzz: $(STAMP)
 # each lost of what it had acknowledged, and fails unless that is 0.
 crash: $(STAMP)
 	$(BIN)/python -m bench.crash
+
+# A stock js-libp2p node (interop/, exact versions from its package-lock) joins
+# real daemons: gossip both ways, DHT reads, a sealed direct message. Needs node
+# and npm; the test runs `npm ci` once per lock file.
+interop: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/interop/test_js_interop.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check p2pmarket tests bench fuzz
