@@ -39,7 +39,10 @@ class NetworkConfig:
     # 3/s (10,800 an hour) is above what one core can stamp (~8,000 an hour).
     seller_rate: float = 3.0  # new records a second one seller may have us store…
     seller_burst: float = 500.0  # …with bursts up to this many
-    dht_server: bool = True
+    # The DHT's mode: "server" answers DHT queries, "client" only asks, "auto" is a
+    # client until AutoNAT says peers can dial us (network/dht_mode.py).
+    dht_mode: str = "auto"
+    dht_server: bool = True  # False is the older spelling of dht_mode="client"
     connect_timeout: float = 10.0
     dht_timeout: float = 20.0
     sync_on_connect: bool = True  # catch up with each peer we dial
