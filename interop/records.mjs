@@ -85,8 +85,13 @@ export const b32 = (bytes) => base32.baseEncode(bytes) // RFC 4648, lowercase, n
 
 export const listingId = (seller, nonce) => blake2b(16, domain('p2pmarket/listing-id/v1'), seller, nonce)
 export const listingKey = (id) => `/p2pmarket-listing/${b32(id)}`
-export const catalogueKey = (seller) =>
-  `/p2pmarket-catalogue/${b32(blake2b(16, domain('p2pmarket/catalogue-key/v1'), seller))}`
+/** A key by owner: /namespace/base32(BLAKE2b-128(domain 0x00 || key)), short enough for py-libp2p. */
+export const hashedKey = (namespace, domainName, key) =>
+  `/${namespace}/${b32(blake2b(16, domain(domainName), key))}`
+export const catalogueKey = (seller) => hashedKey('p2pmarket-catalogue', 'p2pmarket/catalogue-key/v1', seller)
+
+/** GossipSub message id: BLAKE2b-160 over topic (UTF-8) || 0x00 || data. */
+export const messageId = (topic, data) => blake2b(20, utf8(topic), new Uint8Array([0]), data)
 
 /** Signed bytes of a record map: DOMAIN(type) || canonical encoding without sig and pow. */
 export function signedMessage (doc) {
@@ -156,30 +161,37 @@ const LETTER_DOMAIN = domain('p2pmarket/letter/v1')
 
 /** Seal a letter [1, sender, recipient, id, sent, kind, body(bin), sig] to an
  * ed25519 recipient; return { id, envelope } (envelope = {box, to, v} map). */
+/** What a letter's sender signs: the domain, then msgpack [sender, recipient, id, sent, kind, body]. */
+export const letterMessage = (fields) => concat(LETTER_DOMAIN, pack(fields))
+
 export function sealLetter (keys, recipient, kind, body, now) {
   const id = sodium.randombytes_buf(16)
   const fields = [keys.publicKey, recipient, id, now, kind, body]
-  const sig = sodium.crypto_sign_detached(concat(LETTER_DOMAIN, pack(fields)), keys.privateKey)
+  const sig = sodium.crypto_sign_detached(letterMessage(fields), keys.privateKey)
   const inner = pack([1, ...fields, sig])
   const box = sodium.crypto_box_seal(inner, sodium.crypto_sign_ed25519_pk_to_curve25519(recipient))
   return { id, envelope: pack({ box, to: recipient, v: 1 }) }
 }
 
-/** Open an envelope sealed to ``keys`` and check its letter's signature. */
-export function openEnvelope (data, keys) {
+/** The letter bytes inside an envelope {box, to, v} sealed to ``keys``. */
+export function openBox (data, keys) {
   const doc = decode(data)
   if (!equal(pack(doc), data) || Object.keys(doc).join(' ') !== 'box to v' || doc.v !== 1) {
     throw new Error('not a canonical envelope')
   }
   if (!equal(doc.to, keys.publicKey)) throw new Error('envelope for another key')
-  const inner = sodium.crypto_box_seal_open(doc.box,
+  return sodium.crypto_box_seal_open(doc.box,
     sodium.crypto_sign_ed25519_pk_to_curve25519(keys.publicKey),
     sodium.crypto_sign_ed25519_sk_to_curve25519(keys.privateKey))
-  const letter = decode(inner)
+}
+
+/** Open an envelope sealed to ``keys`` and check its letter's signature. */
+export function openEnvelope (data, keys) {
+  const letter = decode(openBox(data, keys))
   if (!Array.isArray(letter) || letter.length !== 8 || letter[0] !== 1) throw new Error('not a letter')
   const [, sender, to, id, sent, kind, body, sig] = letter
   if (!equal(to, keys.publicKey)) throw new Error('letter names another recipient')
-  if (!sodium.crypto_sign_verify_detached(sig, concat(LETTER_DOMAIN, pack([sender, to, id, sent, kind, body])), sender)) {
+  if (!sodium.crypto_sign_verify_detached(sig, letterMessage([sender, to, id, sent, kind, body]), sender)) {
     throw new Error("letter's signature does not verify")
   }
   return { sender, id, sent, kind, body }
