@@ -35,10 +35,19 @@
    ``OSError: Bad file descriptor``, and GossipSub calls it while sending a
    control message, which ended its task and the node's run with an error at
    shutdown (seen now and then in the test suite). Closed sockets are skipped.
+9. mDNS (``libp2p.discovery.mdns``) advertises ``host.get_transport_addrs()``
+   as they are: a node listening on ``0.0.0.0`` (our default) told the LAN to
+   dial ``/ip4/0.0.0.0/tcp/4690``, which reaches the *dialler's own* machine,
+   so the Noise handshake failed and two daemons on one LAN never met
+   (measured between two network namespaces). :func:`_lan_mdns_addrs`
+   advertises each wildcard as this machine's LAN address instead, and no
+   loopback; :func:`_usable_mdns_peer` drops such addresses when another
+   implementation advertises them.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -63,6 +72,7 @@ def apply() -> None:
         _pubsub_module.read_varint_prefixed_bytes_limited = _reporting_oversize(  # type: ignore[attr-defined]
             _pubsub_module.read_varint_prefixed_bytes_limited  # type: ignore[attr-defined]
         )
+        _mdns_fixes()
         _applied = True
 
 
@@ -119,6 +129,62 @@ def keep_own_peer_data(host: Any) -> None:
                 store.peer_data_map[own] = mine
 
     store._enforce_peer_limit = enforce_sparing_own
+
+
+def _mdns_fixes() -> None:
+    """Concrete LAN addresses in and out of mDNS (9.)."""
+    from libp2p.discovery.mdns.broadcaster import PeerBroadcaster
+    from libp2p.discovery.mdns.listener import PeerListener
+
+    resolve = PeerBroadcaster._resolve_host_addrs
+    extract = PeerListener._extract_peer_info
+
+    def lan_addrs(broadcaster: PeerBroadcaster) -> list[str]:
+        return _lan_mdns_addrs(resolve(broadcaster), broadcaster._get_local_ips())
+
+    def usable_peer(listener: PeerListener, info: Any) -> Any:
+        return _usable_mdns_peer(extract(listener, info))
+
+    PeerBroadcaster._resolve_host_addrs = lan_addrs  # type: ignore[method-assign, assignment]
+    PeerListener._extract_peer_info = usable_peer  # type: ignore[method-assign, assignment]
+
+
+def _on_lan(text: str) -> bool:
+    """Whether a multiaddr's IP is one a LAN peer could dial (not 0.0.0.0, ::, loopback)."""
+    parts = text.split("/")
+    if len(parts) < 3 or parts[1] not in ("ip4", "ip6"):
+        return True  # a /dns… name: mDNS's own filter decides
+    try:
+        ip = ipaddress.ip_address(parts[2])
+    except ValueError:
+        return False
+    return not (ip.is_unspecified or ip.is_loopback)
+
+
+def _lan_mdns_addrs(addrs: list[str], local_ips: list[str]) -> list[str]:
+    """``addrs`` with each wildcard replaced by the LAN addresses in ``local_ips``
+    (mDNS's own guess: the interface with the default route), loopback left out."""
+    found: list[str] = []
+    for addr in addrs:
+        for wildcard, family in (("/ip4/0.0.0.0/", "ip4"), ("/ip6/::/", "ip6")):
+            if addr.startswith(wildcard):
+                rest = addr[len(wildcard) :]
+                found += [
+                    f"/{family}/{ip}/{rest}" for ip in local_ips if (":" in ip) == (family == "ip6")
+                ]
+                break
+        else:
+            found.append(addr)
+    return [a for a in dict.fromkeys(found) if _on_lan(a)]
+
+
+def _usable_mdns_peer(info: Any) -> Any:
+    """A discovered peer without the addresses that would dial ourselves; None
+    if none is left (9.)."""
+    if info is None:
+        return None
+    info.addrs = [a for a in info.addrs if _on_lan(str(a))]
+    return info if info.addrs else None
 
 
 def _open_listener_addrs(listener: Any) -> tuple[Any, ...]:
