@@ -35,6 +35,12 @@
    ``OSError: Bad file descriptor``, and GossipSub calls it while sending a
    control message, which ended its task and the node's run with an error at
    shutdown (seen now and then in the test suite). Closed sockets are skipped.
+8. What identify announces is ``host.get_addrs()``. Its address factory
+   cannot announce circuit addresses: it cuts each address at its first
+   ``/p2p/`` (the relay's, in ``…/p2p/<relay>/p2p-circuit``) to append ours,
+   and it can only be given to ``new_host``. :func:`announce` replaces
+   ``get_addrs`` on one host by a function the reachability module keeps up
+   to date (full addresses, ours at the end), and puts it back after.
 9. mDNS (``libp2p.discovery.mdns``) advertises ``host.get_transport_addrs()``
    as they are: a node listening on ``0.0.0.0`` (our default) told the LAN to
    dial ``/ip4/0.0.0.0/tcp/4690``, which reaches the *dialler's own* machine,
@@ -196,3 +202,11 @@ def _open_listener_addrs(listener: Any) -> tuple[Any, ...]:
         except OSError:
             continue
     return tuple(found)
+
+
+def announce(host: Any, addresses: Callable[[], list[Any]] | None) -> None:
+    """Make ``host.get_addrs()`` return ``addresses()`` (None: undo) (8.)."""
+    if addresses is None:
+        host.__dict__.pop("get_addrs", None)
+    else:
+        host.get_addrs = addresses

@@ -1,0 +1,287 @@
+"""Circuit relay v2 through our Reachability, with real py-libp2p hosts on loopback.
+
+The AutoNAT verdict is forced ("public" for relays, "private" for the hosts
+that need one): what is tested here is what the node does with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import multiaddr
+import pytest
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost, INetStream
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.network.stream.exceptions import StreamEOF, StreamError
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.stream_muxer.exceptions import MuxedStreamError
+
+from p2pmarket.network import _libp2p_fixes
+from p2pmarket.network.config import NetworkConfig
+from p2pmarket.network.reachability import Reachability
+from p2pmarket.network.relaying import ServiceLimits
+
+ECHO = TProtocol("/p2pmarket-test/echo/1")
+CONFIG = NetworkConfig(listen=("/ip4/127.0.0.1/tcp/0",), mdns=False, upnp=False, connect_timeout=5)
+
+
+async def eventually(check: object, timeout: float = 10.0) -> None:
+    assert callable(check)
+    with trio.move_on_after(timeout):
+        while not check():
+            await trio.sleep(0.05)
+        return
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+async def _read_all(stream: INetStream) -> bytes:
+    got = b""
+    try:
+        while data := await stream.read(65536):
+            got += data
+    except StreamEOF:
+        pass
+    return got
+
+
+async def _echo(stream: INetStream) -> None:
+    try:
+        while True:
+            try:
+                data = await stream.read(65536)
+            except StreamEOF:
+                break
+            if not data:
+                break
+            await stream.write(data)
+        await stream.close()
+    except Exception:
+        await stream.reset()
+
+
+@dataclass
+class Peer:
+    host: IHost
+    reach: Reachability
+    status: str
+    stop: trio.CancelScope
+    changes: int = 0
+    done: trio.Event = dataclasses.field(default_factory=trio.Event)
+
+    @property
+    def id(self) -> ID:
+        return self.host.get_id()
+
+    @property
+    def address(self) -> str:
+        return str(self.host.get_addrs()[0])
+
+
+@asynccontextmanager
+async def swarm() -> AsyncIterator[PeerFactory]:
+    _libp2p_fixes.apply()
+    async with trio.open_nursery() as nursery:
+        yield PeerFactory(nursery)
+        nursery.cancel_scope.cancel()
+
+
+class PeerFactory:
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self.nursery = nursery
+
+    async def start(
+        self,
+        status: str,
+        *,
+        limits: ServiceLimits | None = None,
+        hole_punch: bool = False,
+        config: NetworkConfig = CONFIG,
+    ) -> Peer:
+        return await self.nursery.start(self._run, status, limits, hole_punch, config)  # type: ignore[no-any-return]
+
+    async def _run(
+        self,
+        status: str,
+        limits: ServiceLimits | None,
+        hole_punch: bool,
+        config: NetworkConfig,
+        task_status: trio.TaskStatus[Peer] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        listen = [multiaddr.Multiaddr(a) for a in CONFIG.listen]
+        host = new_host(
+            key_pair=create_new_key_pair(), listen_addrs=listen, muxer_preference="YAMUX"
+        )
+        host.set_stream_handler(ECHO, _echo)
+        with trio.CancelScope() as scope:
+            peer: Peer
+
+            def changed() -> None:
+                peer.changes += 1
+
+            reach = Reachability(
+                host,
+                config,
+                autonat_status=lambda: peer.status,
+                on_change=changed,
+                limits=limits,
+                hole_punch=hole_punch,
+                interval=0.1,
+            )
+            peer = Peer(host, reach, status, scope)
+            try:
+                async with host.run(listen), trio.open_nursery() as inner:
+                    await inner.start(reach.run)
+                    task_status.started(peer)
+            finally:
+                peer.done.set()
+
+
+async def connect(a: Peer, b: Peer) -> None:
+    await a.host.connect(info_from_p2p_addr(multiaddr.Multiaddr(b.address)))
+
+
+async def echo(via: Peer, to: Peer, payload: bytes) -> bytes:
+    stream = await via.host.new_stream(to.id, [ECHO])
+    await stream.write(payload)
+    await stream.close()
+    return await _read_all(stream)
+
+
+def circuits(peer: Peer) -> list[str]:
+    return [a for a in peer.reach.announced() if "/p2p-circuit" in a]
+
+
+def relayed_conns(host: IHost, peer: ID) -> list[list[str]]:
+    found = []
+    for conn in host.get_network().connections.get(peer, []):
+        addrs = [str(a) for a in conn.get_transport_addresses()]
+        if any("/p2p-circuit" in a for a in addrs):
+            found.append(addrs)
+    return found
+
+
+@pytest.mark.trio
+async def test_a_private_node_is_reached_through_its_relay() -> None:
+    async with swarm() as peers:
+        relay = await peers.start("public")
+        private = await peers.start("private")
+        dialler = await peers.start("unknown")
+        assert private.reach.kind == "private"
+        await connect(private, relay)
+        await eventually(lambda: private.reach.kind == "relayed")
+        assert private.reach.relays == (str(relay.id),)
+        await eventually(lambda: circuits(private))
+        assert all(
+            a.endswith(f"/p2p/{relay.id}/p2p-circuit/p2p/{private.id}") for a in circuits(private)
+        )
+        # the announced addresses are what identify tells peers (host.get_addrs())
+        assert private.reach.announced() == tuple(str(a) for a in private.host.get_addrs())
+        assert Reachability.is_public_peer(private.host, relay.id)
+        assert not Reachability.is_public_peer(relay.host, private.id)
+
+        assert await dialler.reach.dial(private.id, circuits(private))
+        assert relayed_conns(dialler.host, private.id), "the connection goes through the relay"
+        # the target sees the relay it came through (py-libp2p named itself)
+        await eventually(lambda: relayed_conns(private.host, dialler.id))
+        assert any(
+            f"/p2p/{relay.id}/p2p-circuit" in a for a in relayed_conns(private.host, dialler.id)[0]
+        )
+        assert await echo(dialler, private, b"halo dari Sleman") == b"halo dari Sleman"
+        assert relay.reach.relay_service.reservations == 1
+        # the dialler learnt the circuit addresses by identify over the circuit
+        store = dialler.host.get_peerstore()
+        await eventually(lambda: any("/p2p-circuit" in str(a) for a in store.addrs(private.id)))
+
+
+@pytest.mark.trio
+async def test_a_public_node_announces_no_circuit_and_relays_only_while_public() -> None:
+    async with swarm() as peers:
+        node = await peers.start("unknown")
+        other = await peers.start("private")
+        await connect(other, node)
+        await trio.sleep(0.5)
+        assert not node.reach.relay_service.serving
+        assert other.reach.relays == ()
+        node.status = "public"
+        await eventually(lambda: other.reach.kind == "relayed")  # identify push told it
+        assert not circuits(node) and node.reach.kind == "public"
+        node.status = "private"
+        await eventually(lambda: other.reach.kind == "private")
+
+
+@pytest.mark.trio
+async def test_a_reservation_over_the_cap_is_refused() -> None:
+    async with swarm() as peers:
+        relay = await peers.start("public", limits=ServiceLimits(max_reservations=1))
+        first = await peers.start("private")
+        second = await peers.start("private")
+        await connect(first, relay)
+        await eventually(lambda: first.reach.kind == "relayed")
+        await connect(second, relay)
+        await eventually(lambda: relay.reach.relay_service.refused >= 1)
+        assert second.reach.kind == "private" and not circuits(second)
+        assert relay.reach.relay_service.reservations == 1
+
+
+@pytest.mark.trio
+async def test_a_circuit_over_its_data_limit_is_closed() -> None:
+    async with swarm() as peers:
+        relay = await peers.start("public", limits=ServiceLimits(circuit_bytes=64 * 1024))
+        private = await peers.start("private")
+        dialler = await peers.start("unknown")
+        await connect(private, relay)
+        await eventually(lambda: circuits(private))
+        assert await dialler.reach.dial(private.id, circuits(private))
+        assert await echo(dialler, private, b"x" * 1000) == b"x" * 1000
+        with trio.fail_after(10):
+            try:
+                got = await echo(dialler, private, b"y" * (256 * 1024))
+            except (StreamError, MuxedStreamError, ConnectionError):
+                got = b""
+        assert len(got) < 256 * 1024, "the relay cut the circuit"
+        await eventually(lambda: not relayed_conns(dialler.host, private.id))
+
+
+@pytest.mark.trio
+async def test_a_vanished_relay_is_replaced_then_the_node_says_private() -> None:
+    async with swarm() as peers:
+        first = await peers.start("public")
+        second = await peers.start("public")
+        private = await peers.start("private")
+        await connect(private, first)
+        await eventually(lambda: private.reach.relays == (str(first.id),))
+        await connect(private, second)
+        await eventually(lambda: set(private.reach.relays) == {str(first.id), str(second.id)})
+        first.stop.cancel()
+        await eventually(lambda: private.reach.relays == (str(second.id),))
+        assert all(str(first.id) not in a for a in circuits(private))
+        second.stop.cancel()
+        await eventually(lambda: private.reach.kind == "private")
+        assert not circuits(private)
+
+
+@pytest.mark.trio
+async def test_upnp_never_delays_start_up_and_failing_is_a_quiet_status() -> None:
+    # no router answers here: discovery takes its few seconds, in the background
+    config = dataclasses.replace(CONFIG, upnp=True)
+    async with swarm() as peers:
+        started = trio.current_time()
+        node = await peers.start("unknown", config=config)
+        assert trio.current_time() - started < 1.0
+        assert node.reach.upnp_status == "starting"
+        quitter = await peers.start("unknown", config=config)
+        stopped = trio.current_time()
+        quitter.stop.cancel()
+        with trio.fail_after(5):
+            await quitter.done.wait()
+        assert trio.current_time() - stopped < 1.0, "a stop does not wait for the router"
+        await eventually(lambda: node.reach.upnp_status != "starting", timeout=15)
+        assert "UPnP" in node.reach.upnp_status or "TCP port" in node.reach.upnp_status
+        assert node.reach.kind == "unknown" and node.reach.announced()
