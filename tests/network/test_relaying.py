@@ -285,3 +285,28 @@ async def test_upnp_never_delays_start_up_and_failing_is_a_quiet_status() -> Non
         await eventually(lambda: node.reach.upnp_status != "starting", timeout=15)
         assert "UPnP" in node.reach.upnp_status or "TCP port" in node.reach.upnp_status
         assert node.reach.kind == "unknown" and node.reach.announced()
+
+
+def direct_conns(host: IHost, peer: ID) -> int:
+    return sum(
+        1
+        for conn in host.get_network().connections.get(peer, [])
+        if not any("/p2p-circuit" in str(a) for a in conn.get_transport_addresses())
+    )
+
+
+@pytest.mark.trio
+async def test_dcutr_upgrades_a_relayed_connection_to_a_direct_one() -> None:
+    # on loopback nothing stands in the way: the upgrade must happen by itself
+    async with swarm() as peers:
+        relay = await peers.start("public", hole_punch=True)
+        private = await peers.start("private", hole_punch=True)
+        dialler = await peers.start("unknown", hole_punch=True)
+        await connect(private, relay)
+        await eventually(lambda: circuits(private))
+        assert await dialler.reach.dial(private.id, circuits(private))
+        assert relayed_conns(dialler.host, private.id) and not direct_conns(
+            dialler.host, private.id
+        )
+        await eventually(lambda: direct_conns(dialler.host, private.id), timeout=15)
+        assert await echo(dialler, private, b"langsung") == b"langsung"
