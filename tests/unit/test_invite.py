@@ -202,3 +202,10 @@ def test_a_remembered_peer_is_retried_after_the_backoff_and_kept_on_disk(tmp_pat
     assert again.peers[PEER].addrs == [LAN, RELAYED]
     again.remember(PEER, [PUBLIC], now=2000.0)  # a newer invite: its address first
     assert again.peers[PEER].addrs == [PUBLIC, LAN, RELAYED]
+
+
+def test_protocol_md_gives_the_same_vector() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
+    section = doc[doc.index("## Invites") :]
+    assert f"line     {VECTOR}" in section
+    assert f"peer id  {PEER}" in section
