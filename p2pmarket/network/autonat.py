@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Final
 import multiaddr  # type: ignore[import-untyped]
 import trio
 from libp2p.abc import IHost, INetStream
+from libp2p.connection_types import ConnectionType
 from libp2p.custom_types import TProtocol
 from libp2p.host.autonat.pb.autonat_pb2 import Message
 from libp2p.peer.id import ID
@@ -266,7 +267,7 @@ class AutoNat:
             return _response(Message.E_BAD_REQUEST, "expected a DIAL")
         if request.dial.peer.id != asker.to_bytes():
             return _response(Message.E_BAD_REQUEST, "peer id is not the asker's")
-        ip = _conn_ip(stream.muxed_conn)
+        ip = _conn_ip(getattr(stream, "swarm_conn", None) or stream.muxed_conn)
         if ip is None:
             return _response(Message.E_DIAL_REFUSED, "relayed or unknown connection")
         if not self._limit.allow(str(asker), trio.current_time()):
@@ -352,11 +353,20 @@ def _same_ip(raw_addrs: Sequence[bytes], ip: str) -> list[multiaddr.Multiaddr]:
 
 
 def _conn_ip(conn: Any) -> str | None:
-    """The remote IP of a direct connection (None if relayed or unknown)."""
+    """The remote IP of a direct connection; None if relayed or unknown.
+
+    Fails closed. A relayed connection's remote address is the relay's (py-libp2p
+    0.8.1's circuit wrapper delegates it), so trusting it would make us dial the
+    relay's IP; it is recognised by a /p2p-circuit transport address (on the
+    swarm's connection) or a RELAYED connection type (down the muxer's chain)."""
     try:
         muxed = getattr(conn, "muxed_conn", conn)
-        if any("p2p-circuit" in str(a) for a in conn.get_transport_addresses()):
-            return None
+        for layer in (conn, muxed):
+            if any("p2p-circuit" in str(a) for a in layer.get_transport_addresses()):
+                return None
+            kind = getattr(layer, "get_connection_type", None)
+            if kind is not None and kind() == ConnectionType.RELAYED:
+                return None
         remote = muxed.get_remote_address()
         if not remote:
             return None

@@ -24,6 +24,8 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from p2pmarket.network import _libp2p_fixes
 from p2pmarket.network.autonat import AUTONAT_PROTOCOL, AutoNat
 from p2pmarket.network.autonat_verdicts import Status
+from p2pmarket.network.config import NetworkConfig
+from p2pmarket.network.reachability import Reachability
 
 _libp2p_fixes.apply()
 
@@ -35,6 +37,7 @@ class Peer:
         self.host = host
         self.autonat = autonat
         self.changes: list[Status] = []
+        self.reach: Reachability | None = None
 
     @property
     def addr(self) -> multiaddr.Multiaddr:
@@ -43,8 +46,14 @@ class Peer:
 
 @asynccontextmanager
 async def autonat_host(
-    *, announce: Sequence[str] | None = None, listen: str = LOOPBACK, **options: Any
+    *,
+    announce: Sequence[str] | None = None,
+    listen: str = LOOPBACK,
+    relay: str | None = None,
+    **options: Any,
 ) -> AsyncIterator[Peer]:
+    """A host with our AutoNat; ``relay``: also circuit relay v2 (our
+    Reachability, without hole punching) with that AutoNAT verdict forced."""
     addrs = [multiaddr.Multiaddr(listen)]
     host = new_host(
         key_pair=create_new_key_pair(),
@@ -58,6 +67,17 @@ async def autonat_host(
     peer.changes = changes
     async with host.run(addrs), trio.open_nursery() as nursery:
         await nursery.start(autonat.run)
+        if relay is not None:
+            config = NetworkConfig(listen=(listen,), mdns=False, upnp=False, connect_timeout=5)
+            peer.reach = Reachability(
+                host,
+                config,
+                autonat_status=lambda: relay,
+                on_change=lambda: None,
+                hole_punch=False,
+                interval=0.1,
+            )
+            await nursery.start(peer.reach.run)
         yield peer
         nursery.cancel_scope.cancel()
 
@@ -172,3 +192,31 @@ async def test_alone_a_host_stays_unknown() -> None:
         assert await a.autonat.check() == "unknown"
         await trio.sleep(0.5)  # a few backoff rounds with nobody to ask
         assert a.autonat.status == "unknown" and a.changes == []
+
+
+async def test_a_request_over_a_relayed_connection_is_refused() -> None:
+    async with (
+        autonat_host(relay="public") as relay,
+        autonat_host(relay="private") as private,
+        autonat_host(relay="unknown") as dialler,
+    ):
+        assert private.reach is not None and dialler.reach is not None
+        await connect(private, relay)
+        with trio.fail_after(10):
+            while not (circuits := [a for a in private.reach.announced() if "p2p-circuit" in a]):
+                await trio.sleep(0.05)
+            assert await dialler.reach.dial(private.host.get_id(), circuits)
+            while AUTONAT_PROTOCOL not in dialler.host.get_peerstore().get_protocols(
+                private.host.get_id()
+            ):
+                await trio.sleep(0.02)
+        (conn,) = dialler.host.get_network().get_connections(private.host.get_id())
+        assert any("p2p-circuit" in str(a) for a in conn.get_transport_addresses())
+        # Over a circuit the remote IP is the relay's: the server must not dial it.
+        before = private.autonat.dials_made  # (the relay may ask it, directly)
+        code, addr = await dialler.autonat.ask(private.host.get_id(), [dialler.addr])
+        assert (code, addr) == (Message.E_DIAL_REFUSED, None)
+        assert private.autonat.dials_made == before
+        # …and a client does not count on a peer it reaches only through a relay.
+        await wait_status(dialler, "public")  # from the relay, over a direct connection
+        assert set(dialler.autonat._servers()) == {relay.host.get_id()}
