@@ -192,7 +192,7 @@ class Reachability:
         try:
             async with background_trio_service(self._protocol), trio.open_nursery() as nursery:
                 if self._hole_punch:
-                    dcutr = DCUtRProtocol(self._host)
+                    dcutr = _HolePunch(self._host, dial_timeout=3)
                     nursery.start_soon(_run_service, dcutr)
                 if self._config.upnp:
                     await nursery.start(self._portmap.run)
@@ -293,6 +293,38 @@ class Reachability:
             return False
         self._announce = announce
         return True
+
+
+class _HolePunch(DCUtRProtocol):
+    """py-libp2p 0.8.1's DCUtR, but only the side that *received* the relayed
+    connection starts a hole punch (the spec's B). As shipped both sides start
+    one every 2 s on every relayed connection; through real NATs the two
+    sessions ran at once ("Concurrent hole punch session") and both failed (rl-
+    namespace check). ``dial_timeout=3``: its first, unilateral try dials the
+    peer's announced LAN addresses, which a NAT drops, for 10 s by default."""
+
+    async def _auto_drive_loop(self) -> None:
+        while True:
+            await trio.sleep(2.0)
+            for peer, conns in list(self.host.get_network().connections.items()):
+                if peer in self._in_progress or peer in self._direct_connections:
+                    continue
+                if self._hole_punch_attempts.get(peer, 0) >= _MAX_PUNCHES:
+                    continue
+                if any(_is_relayed(c) and _inbound(c) for c in conns) and not any(
+                    not _is_relayed(c) for c in conns
+                ):
+                    try:
+                        await self.initiate_hole_punch(peer)
+                    except Exception as exc:
+                        log.debug("hole punch to %s failed: %r", peer, exc)
+
+
+_MAX_PUNCHES = 3
+
+
+def _inbound(conn: Any) -> bool:
+    return "inbound" in str(getattr(conn, "direction", "")).lower()
 
 
 def _is_relayed(conn: Any) -> bool:
