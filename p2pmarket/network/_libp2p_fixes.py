@@ -49,6 +49,11 @@
    advertises each wildcard as this machine's LAN address instead, and no
    loopback; :func:`_usable_mdns_peer` drops such addresses when another
    implementation advertises them.
+10. ``KadDHT`` adds every peer that opens a KAD stream to its routing table
+   unchecked, DHT clients included, so client mode kept nobody out:
+   ``dht_mode.guard_inbound_adds`` (per DHT) adds it only if identify lists
+   ``/ipfs/kad/1.0.0``. (AutoNAT's defects are avoided, not patched: we run our
+   own, network/autonat.py, on py-libp2p's protobuf.)
 """
 
 from __future__ import annotations
