@@ -93,7 +93,7 @@ class AutoNat:
         on_change: Callable[[Status], None] | None = None,
         interval: float = 300.0,  # re-check this often once known
         retry: float = 2.0,  # first re-check while unknown (then doubling)
-        poll: float = 1.0,  # while unknown, look for new peers this often
+        poll: float = 0.5,  # while unknown, look for new peers this often
         max_servers: int = 3,  # asked per round
         confirmations: int = DEFAULT_CONFIRMATIONS,
         dial_timeout: float = 5.0,  # per address, as a server
@@ -112,9 +112,20 @@ class AutoNat:
         self._required = 1
         self._limit = SlidingWindow(limit=PER_ASKER, total=TOTAL, window=WINDOW)
         self._dialling = trio.CapacityLimiter(4)
-        self.status: Status = "unknown"
-        self.public_addrs: tuple[str, ...] = ()
+        self._status: Status = "unknown"
+        self._public_addrs: tuple[str, ...] = ()
         self.dials_made = 0  # fresh dial-backs we attempted as a server (tests, status)
+
+    @property
+    def status(self) -> Status:
+        """Our reachability: "public", "private" or "unknown" (class docstring)."""
+        return self._status
+
+    @property
+    def public_addrs(self) -> tuple[str, ...]:
+        """The addresses servers reached us at on fresh connections, newest
+        first (empty unless public): the ones worth announcing."""
+        return self._public_addrs
 
     # ------------------------------------------------------------------ life
 
@@ -197,7 +208,7 @@ class AutoNat:
         addrs = self._verdicts.confirmed_addrs(now) if status == "public" else ()
         if (status, addrs) != (self.status, self.public_addrs):
             log.info("AutoNAT: %s -> %s %s", self.status, status, list(addrs))
-            self.status, self.public_addrs = status, addrs
+            self._status, self._public_addrs = status, addrs
             if self._on_change is not None:
                 self._on_change(status)
 
