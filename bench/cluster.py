@@ -141,7 +141,7 @@ class Cluster:
 
         def meshed() -> bool:
             for node in self._running():
-                gossipsub = node._network._gossipsub
+                gossipsub = node._network.gossip.router
                 for topic in node._network.topics:
                     peers = gossipsub.pubsub.peer_topics.get(topic, set())
                     wanted = min(len(peers), gossipsub.degree_low)
@@ -183,10 +183,10 @@ class Cluster:
         connections, meshes = [], []
         for node in self.nodes:
             network = node._network
-            assert network is not None and network._gossipsub is not None
+            assert network is not None and network.gossip.router is not None
             connections.append(len(network.host.get_connected_peers()))
             if ALL_LISTINGS in network.topics:
-                meshes.append(len(network._gossipsub.mesh.get(ALL_LISTINGS, ())))
+                meshes.append(len(network.gossip.router.mesh.get(ALL_LISTINGS, ())))
         return {
             "connections": sum(connections) / len(connections),
             "connections_max": max(connections),

@@ -173,7 +173,7 @@ async def measure(params: Json, report: Callable[[Json], None]) -> None:
             rng.shuffle(order)
             for listing in order:
                 key = listing_key(listing.id).encode()
-                dht = _network(fetcher)._dht
+                dht = _network(fetcher).routing.dht
                 assert dht is not None
                 if dht.value_store.has(key):
                     dht.value_store.remove(key)

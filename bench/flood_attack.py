@@ -213,7 +213,7 @@ async def _connect(peer: _Peer, entry: Any) -> bool:
 
 
 async def _publish(peer: _Peer, state: _State, signer: Signer, make: MakeRecord) -> bool:
-    from p2pmarket.network.topics import listing_topics
+    from p2pmarket.network.topics import ALL_LISTINGS
 
     began = time.perf_counter()
     data = make(signer, state.sent)
@@ -221,7 +221,7 @@ async def _publish(peer: _Peer, state: _State, signer: Signer, make: MakeRecord)
     state.sent += 1
     try:
         with trio.fail_after(CONNECT_TIMEOUT):
-            await peer.pubsub.publish(listing_topics(CATEGORY), data)
+            await peer.pubsub.publish([ALL_LISTINGS], data)
     except Exception:
         return False
     await trio.sleep(0)  # let a hang-up from the node be seen

@@ -686,8 +686,8 @@ class Node:
         """A record from a peer: valid and newer → stored (ACCEPT); valid but not
         newer → IGNORE; anything invalid → REJECT. Shared by gossip and the DHT.
 
-        A gossiped record must also travel on exactly its own topics, so that no
-        one can push, say, a phone listing into the ``vehicles`` topic."""
+        A gossiped record must also travel on its own topic, so that no one can
+        push, say, a phone listing into the ``vehicles`` topic (topics.carries)."""
         try:
             record = records.validate(data, self.now())
         except InvalidRecord:
@@ -1237,18 +1237,12 @@ def _on_its_topics(record: Record, topic_ids: tuple[str, ...]) -> bool:
     from p2pmarket.network import topics
 
     if isinstance(record, Profile):
-        return set(topic_ids) == {topics.PROFILES}
+        return topics.carries("profile", None, topic_ids)
     if isinstance(record, Review):
-        return set(topic_ids) == {topics.REVIEWS}
+        return topics.carries("review", None, topic_ids)
     if isinstance(record, Listing):
-        return sorted(topic_ids) == sorted(topics.listing_topics(record.category))
-    # A tombstone names no category: the market-wide topic and exactly one other.
-    others = [t for t in topic_ids if t != topics.ALL_LISTINGS]
-    return (
-        len(topic_ids) == 2
-        and topics.ALL_LISTINGS in topic_ids
-        and others[0].startswith(topics.ALL_LISTINGS + "/")
-    )
+        return topics.carries("listing", record.category, topic_ids)
+    return topics.carries("tombstone", None, topic_ids)
 
 
 def _event(record: Record, outcome: Outcome, source: Source) -> Event:

@@ -1,12 +1,19 @@
-"""GossipSub topic names, and which topics a record travels on.
+"""GossipSub topic names, and which topic a record may travel on.
 
-Every listing (and withdrawal) is published once, on two topics at the same time:
-the market-wide topic and the topic of its top-level category. A default node
-subscribes only to the market-wide topic and so sees everything; a node that
-cares about a few categories (a phone on a metered link) subscribes only to
-those. One message carries both topic ids, so it is sent, validated and counted
-once, and message-id deduplication stops it from looping between the two meshes.
-A node never subscribes to both kinds, so its validator runs once per message.
+Every gossip message carries exactly one topic, as go-, js- and rust-libp2p
+expect: a message with two topic ids (our first design) was decoded by stock
+js-libp2p as a one-topic message whose signature then failed.
+
+A listing (or withdrawal) is published on the market-wide topic, which a
+default node subscribes to and so sees everything. A node that cares about a
+few categories (a phone on a metered link) subscribes only to those
+categories' topics; the seller's node publishes a second, separate message on
+the category's topic, and only while some peer subscribes to it. The message
+id covers the topic (gossip.py), so the two copies are two messages, and a node
+never subscribes to both kinds, so its validator runs once per record. A record
+relayed only on the market-wide topic (say, by a stock libp2p node) reaches a
+category follower by sync rather than by gossip.
+
 Profiles and reviews have a topic each, which every node subscribes to: they
 are small, and they are what makes a stranger's listing worth trusting.
 """
@@ -31,8 +38,31 @@ def category_topic(category: str) -> str:
 
 
 def listing_topics(category: str) -> list[str]:
-    """The topics a listing, or the withdrawal of a listing in ``category``, goes to."""
+    """The topics a listing, or the withdrawal of a listing in ``category``, goes to:
+    one message on each (the category's only while someone subscribes to it)."""
     return [ALL_LISTINGS, category_topic(category)]
+
+
+def carries(kind: str, category: str | None, topic_ids: Sequence[str]) -> bool:
+    """Whether a gossip message on ``topic_ids`` may carry a record of ``kind``
+    ("profile", "review", "listing" or "tombstone"; ``category`` for a listing).
+
+    Exactly one topic, and the record's own: no one can push, say, a phone
+    listing into the ``vehicles`` topic. A withdrawal names no category, so any
+    category topic may carry it."""
+    if len(topic_ids) != 1:
+        return False
+    topic = topic_ids[0]
+    if kind == "profile":
+        return topic == PROFILES
+    if kind == "review":
+        return topic == REVIEWS
+    if kind == "listing":
+        return category is not None and topic in listing_topics(category)
+    return topic == ALL_LISTINGS or (
+        topic.startswith(ALL_LISTINGS + "/")
+        and CATEGORY_RE.match(topic.rsplit("/", 1)[1]) is not None
+    )
 
 
 def subscriptions(follow: Sequence[str]) -> list[str]:

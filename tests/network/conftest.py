@@ -97,24 +97,17 @@ async def connect(node: Node, peer: Node) -> None:
 def dht_value(node: Node, key: str) -> bytes | None:
     """What ``node`` holds in its own DHT store under ``key`` (no network lookup)."""
     network = node._network
-    assert network is not None and network._dht is not None
-    record = network._dht.value_store.get(key.encode())
+    assert network is not None and network.routing.dht is not None
+    record = network.routing.dht.value_store.get(key.encode())
     return None if record is None else bytes(record.value)
 
 
 def dht_idle(node: Node) -> bool:
     """No DHT put of ``node``'s is queued, running, or (its catalogue) waiting to be."""
-    from p2pmarket.network.service import DHT_PUT_CONCURRENCY
-
     network = node._network
     assert network is not None
-    queue = network._dht_recv.statistics()
     due = node._catalogue_due
-    return (
-        queue.current_buffer_used == 0
-        and queue.tasks_waiting_receive == DHT_PUT_CONCURRENCY
-        and not (due is not None and due.is_set())
-    )
+    return network.routing.idle() and not (due is not None and due.is_set())
 
 
 async def settle(nodes: list[Node]) -> None:
@@ -124,7 +117,9 @@ async def settle(nodes: list[Node]) -> None:
         for node in nodes:
             network = node._network
             assert network is not None
-            if network.peers() and not any(network._gossipsub.mesh.get(t) for t in network.topics):
+            if network.peers() and not any(
+                network.gossip.router.mesh.get(t) for t in network.topics
+            ):
                 return False
         return True
 

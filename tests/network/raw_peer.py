@@ -8,7 +8,7 @@ peer against a real node::
     async with raw_peer() as raw:
         await raw.connect(node)
         await raw.join_mesh(node)
-        await raw.publish(b"garbage", topics.listing_topics("vehicles/bicycles"))
+        await raw.publish(b"garbage", [topics.ALL_LISTINGS])
 
 It can also answer and open streams of any protocol with a test's own script
 (``handle``, ``open_stream``), e.g. to play a lying peer in catch-up sync.
@@ -83,7 +83,7 @@ class RawPeer:
         if topic not in self.pubsub.topic_ids:
             self._nursery.start_soon(_drain, await self.pubsub.subscribe(topic))
         await eventually(lambda: theirs in self.gossipsub.mesh.get(topic, ()))
-        await eventually(lambda: ours in network._gossipsub.mesh.get(topic, ()))
+        await eventually(lambda: ours in network.gossip.router.mesh.get(topic, ()))
 
     def handle(self, protocol: str, script: Callable[[INetStream], Awaitable[None]]) -> None:
         """Answer streams of ``protocol`` that a node opens with ``script``."""
@@ -105,6 +105,11 @@ class RawPeer:
         key (strict signing, like every node), but never looked at."""
         with trio.fail_after(5):
             await self.pubsub.publish(topic_ids, data)
+
+    async def publish_each(self, data: bytes, topic_ids: list[str]) -> None:
+        """Publish ``data`` as a node does: one message per topic."""
+        for topic in topic_ids:
+            await self.publish(data, [topic])
 
 
 async def _drain(subscription: Any) -> None:

@@ -186,7 +186,7 @@ async def test_a_lookup_of_a_catalogue_key_walks_past_the_first_peer_like_a_list
     listing = signed_listing(SELLER, created=now())
     # B adds A to its routing table once identify shows A serves Kademlia: wait
     # for it, or B has nobody to answer with (a race that failed under load).
-    table = b._network._dht.routing_table  # type: ignore[union-attr]
+    table = b._network.routing.dht.routing_table  # type: ignore[union-attr]
     await eventually(lambda: table.peer_in_table(ID.from_base58(a.peer_id)))
     async with raw_peer() as raw:
         await raw.connect(b)

@@ -40,7 +40,7 @@ from p2pmarket.node import Node
 from p2pmarket.records import DAY, MAX_RECORD_BYTES
 
 CATEGORY = "vehicles/bicycles"
-TOPICS = ["p2pmarket/1/listings", "p2pmarket/1/listings/vehicles"]
+TOPICS = ["p2pmarket/1/listings"]
 
 
 def now() -> int:

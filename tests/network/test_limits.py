@@ -29,7 +29,7 @@ from p2pmarket.node import Node
 def gate(node: Node) -> Gate:
     network = node._network
     assert network is not None
-    return network._gate
+    return network.gate
 
 
 def peers_of(node: Node) -> set[str]:

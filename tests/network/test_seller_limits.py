@@ -25,7 +25,7 @@ from p2pmarket.errors import RateLimited
 from p2pmarket.node import Node
 from p2pmarket.records import DAY
 
-TOPICS = ["p2pmarket/1/listings", "p2pmarket/1/listings/vehicles"]
+TOPICS = ["p2pmarket/1/listings"]
 BURST = 5
 OVER = 10  # records of the seller past its burst
 LIMITED = replace(LOOPBACK, seller_burst=BURST, seller_rate=0.001)  # no refill during a test

@@ -21,6 +21,20 @@ def test_a_listing_travels_on_the_market_topic_and_its_top_level_category_topic(
     ]
 
 
+def test_a_message_carries_exactly_one_topic_and_the_records_own() -> None:
+    assert topics.carries("listing", "vehicles/bicycles", ["p2pmarket/1/listings"])
+    assert topics.carries("listing", "vehicles/bicycles", ["p2pmarket/1/listings/vehicles"])
+    assert not topics.carries("listing", "vehicles/bicycles", topics.listing_topics("vehicles"))
+    assert not topics.carries("listing", "vehicles/bicycles", ["p2pmarket/1/listings/phones"])
+    assert not topics.carries("listing", "vehicles/bicycles", [topics.REVIEWS])
+    assert not topics.carries("listing", "vehicles/bicycles", [])
+    assert topics.carries("tombstone", None, ["p2pmarket/1/listings/phones"])
+    assert not topics.carries("tombstone", None, ["p2pmarket/1/listings/Not A/b"])
+    assert topics.carries("profile", None, [topics.PROFILES])
+    assert not topics.carries("profile", None, [topics.REVIEWS])
+    assert topics.carries("review", None, [topics.REVIEWS])
+
+
 def test_a_default_node_follows_everything_and_a_follower_only_its_categories() -> None:
     assert topics.subscriptions(()) == [topics.ALL_LISTINGS, topics.PROFILES, topics.REVIEWS]
     assert topics.subscriptions(("vehicles/bicycles", "vehicles", "electronics")) == [
