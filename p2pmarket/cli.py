@@ -682,8 +682,9 @@ def daemon(
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     config = _config().network()
-    for address in bootstrap or ():
-        check_peer_address(address)  # a bad address is a one-line error, before starting
+    for address in bootstrap or config.bootstrap:
+        # A bad address (a flag, or config.toml's bootstrap) is one line, before starting.
+        check_peer_address(address)
     config = dataclasses.replace(
         config,
         listen=tuple(listen) if listen else config.listen,
@@ -722,7 +723,9 @@ def status(as_json: JsonOpt = False) -> None:
     else:
         for address in info.addresses:
             typer.echo(f"address   {address}")
-        typer.echo(f"peers     {info.peers}")
+        from p2pmarket.invites_view import peers_line
+
+        typer.echo(f"peers     {peers_line(info)}")
         typer.echo(f"topics    {', '.join(info.topics)}")
     if info.sync is not None:
         typer.echo(f"sync      {sync_line(info.sync)}")
@@ -760,6 +763,40 @@ def connect(
     with _daemon() as client:
         peer = client.connect(address)
     typer.echo(f"connected to {peer.peer_id}")
+
+
+@app.command()
+def invite(
+    no_qr: Annotated[bool, typer.Option("--no-qr", help="Print the line only.")] = False,
+) -> None:
+    """Print a line (and a QR code) to share in a chat group: others join with it."""
+    with _daemon() as client:
+        line = client.invite()
+    if not no_qr and sys.stdout.isatty():
+        from p2pmarket.invites_view import qr_text
+
+        typer.echo(qr_text(line), nl=False)
+    typer.echo(line)
+
+
+def _invite_callback(value: str) -> str:
+    from p2pmarket.invite import decode
+
+    try:
+        decode(value)  # a malformed line fails here (exit 2), daemon or not
+    except InvalidInput as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+@app.command()
+def join(
+    line: Annotated[str, typer.Argument(metavar="INVITE", callback=_invite_callback)],
+) -> None:
+    """Connect to the node an invite line names, and remember it."""
+    with _daemon() as client:
+        peer = client.join(line)
+    typer.echo(f"joined {peer.peer_id}")
 
 
 @app.command()

@@ -848,6 +848,19 @@ class Node:
         """Connect to a peer at a multiaddr ending in ``/p2p/<peer id>``."""
         return await self._require_network().connect(address)
 
+    def invite(self) -> str:
+        """This node's invite line, for others to :meth:`join` it (p2pmarket.invite)."""
+        from p2pmarket.joining import invite_line
+
+        return invite_line(self.peer_id, self._require_network().addresses())
+
+    async def join(self, line: str) -> PeerInfo:
+        """Connect to the peer an invite line names; remembered even when it is
+        unreachable now, and retried with backoff (p2pmarket.joining)."""
+        from p2pmarket import joining
+
+        return await joining.join(self._require_network(), self.peer_id, line)
+
     def peers(self) -> list[PeerInfo]:
         return self._require_network().peers()
 
@@ -917,6 +930,9 @@ class Node:
             online=True,
             addresses=network.addresses(),
             peers=len(network.host.get_connected_peers()),
+            reachability=network.reachability,
+            relays=network.relays,
+            known_peers=len(network.peer_set.book.peers),
             topics=network.topics,
             started=network.started,
             extra={

@@ -508,6 +508,18 @@ class Client:
         result = self.call("connect", {"address": address}, timeout=NETWORK_TIMEOUT)
         return _expect(result, PeerInfo, "connect")
 
+    def invite(self) -> str:
+        """The daemon's invite line (see p2pmarket.invite)."""
+        result = self.call("invite")
+        if not isinstance(result, str):
+            raise ProtocolError("invite: the daemon sent something other than a line")
+        return result
+
+    def join(self, line: str) -> PeerInfo:
+        """Connect the daemon to the peer an invite line names."""
+        result = self.call("join", {"line": line}, timeout=NETWORK_TIMEOUT)
+        return _expect(result, PeerInfo, "join")
+
     def fetch_listing(self, listing_id: bytes | str) -> Listing:
         result = self.call("fetch_listing", {"listing_id": listing_id}, timeout=NETWORK_TIMEOUT)
         return _expect(result, Listing, "fetch_listing")

@@ -55,7 +55,7 @@ NODE_METHODS: Final = frozenset(
     (
         "create_listing update_listing withdraw_listing get_listing my_listings search "
         "collect_garbage export_listings import_listings profile set_profile "
-        "status peers connect fetch_listing fetch_seller stop events "
+        "status peers connect invite join fetch_listing fetch_seller stop events "
         "sync start_sync sync_status send_message thread conversations mark_read "
         "check_mail block unblock blocked offer trade_step trades get_trade "
         "review reviews reputation sellers fetch_reviews"
