@@ -71,8 +71,8 @@ def _install() -> str | None:
     except subprocess.TimeoutExpired:
         return "npm ci in interop/ took over 10 minutes (no registry?)"
     if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return f"npm ci in interop/ failed (no registry?): {last}"
+        said = [line for line in done.stderr.splitlines() if "complete log" not in line]
+        return f"npm ci in interop/ failed (no registry?): {(said or ['no output'])[0]}"
     INSTALLED.write_text(_lock_hash())
     return None
 
