@@ -661,6 +661,13 @@ def daemon(
     no_mdns: Annotated[
         bool, typer.Option("--no-mdns", help="Do not look for peers on the local network.")
     ] = False,
+    relay_service: Annotated[
+        bool | None,
+        typer.Option(
+            "--relay-service/--no-relay-service",
+            help="Relay for peers behind NAT while this node is reachable (default: on).",
+        ),
+    ] = None,
     follow: Annotated[
         list[str] | None,
         typer.Option("--follow", help="Only receive listings of this category; repeat."),
@@ -690,6 +697,7 @@ def daemon(
         listen=tuple(listen) if listen else config.listen,
         bootstrap=tuple(bootstrap) if bootstrap else config.bootstrap,
         mdns=config.mdns and not no_mdns,
+        relay_service=config.relay_service if relay_service is None else relay_service,
         follow=tuple(follow) if follow else config.follow,
     )
 
@@ -715,7 +723,7 @@ def status(as_json: JsonOpt = False) -> None:
     if as_json:
         _print_json(dataclasses.asdict(info))
         return
-    from p2pmarket.display import sync_line
+    from p2pmarket.display import reach_line, sync_line
 
     typer.echo(f"peer id   {info.peer_id}")
     if not info.online:
@@ -726,6 +734,7 @@ def status(as_json: JsonOpt = False) -> None:
         from p2pmarket.invites_view import peers_line
 
         typer.echo(f"peers     {peers_line(info)}")
+        typer.echo(f"reach     {reach_line(info)}")
         typer.echo(f"topics    {', '.join(info.topics)}")
     if info.sync is not None:
         typer.echo(f"sync      {sync_line(info.sync)}")

@@ -17,6 +17,7 @@ from p2pmarket.events import (
     ListingWithdrawn,
     MessageReceived,
     MessageStateChanged,
+    NodeStatus,
     PeerConnected,
     PeerDisconnected,
     ProfileUpdated,
@@ -373,3 +374,16 @@ def trade_line(view: TradeView) -> str:
         f"{view.trade.hex()}  {view.state.value:11} {format_price(terms.price, terms.currency)}"
         f" x{terms.quantity}{marks}"
     )
+
+
+def reach_line(status: NodeStatus) -> str:
+    """The ``reach`` line of ``status``: can peers dial us, and how."""
+    if status.reachability == "public":
+        return "public: peers dial this node directly"
+    if status.reachability == "relayed":
+        via = ", ".join(r[:12] + "…" for r in status.relays)
+        return f"behind NAT, reachable through relay {via}"
+    if status.reachability == "private":
+        return "behind NAT, no relay yet: peers cannot dial this node (it still dials them)"
+    return "unknown: not enough peers asked yet"
+

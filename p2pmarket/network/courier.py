@@ -41,12 +41,14 @@ class Courier:
         mailbox: MailboxService | None,
         reach: Reach,
         closest: Closest,
+        public: Callable[[ID], bool],
     ) -> None:
         self._host = host
         self._messenger = messenger
         self.mailbox = mailbox
         self._reach = reach
         self._closest = closest
+        self._public = public
 
     async def deliver(self, peer_id: str, envelope: bytes) -> bytes:
         """Hand a sealed envelope to a peer, dialling it first if we are not
@@ -63,6 +65,11 @@ class Courier:
         host = self._host
         return [p for p in host.get_connected_peers() if MAILBOX_PROTOCOL in protocols(host, p)]
 
+    def _may_hold(self, peer: ID) -> bool:
+        """Mail is left only with reachable peers: one behind NAT would be
+        found by neither the recipient nor its lookups."""
+        return self._public(peer) and MAILBOX_PROTOCOL in protocols(self._host, peer)
+
     async def leave_mail(self, peer_id: str, envelope: bytes) -> int:
         """Leave an envelope for an unreachable peer with the peers closest to its
         id; return how many took it (0: none could, try again later)."""
@@ -74,12 +81,15 @@ class Courier:
         # it connects to, and the nearest ones may all be gone (a routing table
         # keeps peers that left).
         candidates += [p for p in self._holders() if p != recipient and p not in candidates]
+        connected = set(self._host.get_connected_peers())
+        # A peer we are not connected to is judged once we reach it (in one()).
+        candidates = [p for p in candidates if p not in connected or self._may_hold(p)]
         kept = 0
 
         async def one(peer: ID) -> None:
             nonlocal kept
             try:
-                if await self._reach(peer):
+                if await self._reach(peer) and self._may_hold(peer):
                     await mailbox.deposit(peer, envelope)
                     kept += 1
             except NetworkError as exc:

@@ -34,6 +34,8 @@ REDIAL_EVERY: Final = 5.0
 # on_connected(host, peer, outbound, first connection to it, its addresses)
 OnConnected = Callable[[IHost, ID, bool, bool, "list[str]"], None]
 Lookup = Callable[[ID], Awaitable["LibPeerInfo | None"]]
+# dial(peer, addresses) -> connected: directly, or through a relay (reachability.py)
+Dial = Callable[[ID, "list[str]"], Awaitable[bool]]
 
 
 class Peers:
@@ -64,6 +66,7 @@ class Peers:
         self._host: IHost | None = None
         self._nursery: trio.Nursery | None = None
         self._lookup: Lookup | None = None
+        self._dial: Dial | None = None
 
     def start(
         self,
@@ -71,8 +74,9 @@ class Peers:
         host: IHost,
         events: trio.MemoryReceiveChannel[tuple[bool, INetConn]],
         lookup: Lookup,
+        dial: Dial,
     ) -> None:
-        self._host, self._nursery, self._lookup = host, nursery, lookup
+        self._host, self._nursery, self._lookup, self._dial = host, nursery, lookup, dial
         nursery.start_soon(self._connections, events)
         for address in self._config.bootstrap:
             nursery.start_soon(self._dial_quietly, address)
@@ -146,7 +150,13 @@ class Peers:
         connected = host.get_network().get_connections(info.peer_id)
         try:
             with trio.fail_after(self._config.connect_timeout):
-                if not connected:
+                if "/p2p-circuit" in address:
+                    # A peer behind NAT, through its relay (host.connect cannot).
+                    if not connected and not (
+                        self._dial is not None and await self._dial(info.peer_id, [address])
+                    ):
+                        raise NetworkError("the relay refused or is unreachable")
+                elif not connected:
                     # Dial the address we were given. py-libp2p 0.8.1 dials only the
                     # first known TCP address of a peer, and for a while refuses to
                     # dial a peer whose addresses all failed (its "negative cache"):
@@ -222,13 +232,22 @@ class Peers:
             return True
         with trio.move_on_after(self._config.connect_timeout):
             with contextlib.suppress(Exception):  # an unknown peer, a failed dial
-                await host.connect(LibPeerInfo(peer, host.get_peerstore().addrs(peer)))
+                await self._dial_known(peer, [str(a) for a in host.get_peerstore().addrs(peer)])
             if not host.get_network().get_connections(peer) and self._lookup is not None:
                 with contextlib.suppress(Exception):
                     found = await self._lookup(peer)
                     if found is not None:
-                        await host.connect(found)
+                        await self._dial_known(peer, [str(a) for a in found.addrs])
         return bool(host.get_network().get_connections(peer))
+
+    async def _dial_known(self, peer: ID, addrs: list[str]) -> None:
+        """Dial ``peer`` at ``addrs``: through a relay if it announces circuit
+        addresses (it sits behind NAT), else directly."""
+        host = self._require_host()
+        if self._dial is not None:
+            await self._dial(peer, addrs)
+        else:
+            await host.connect(LibPeerInfo(peer, host.get_peerstore().addrs(peer)))
 
     # -- connection events ---------------------------------------------------------
 

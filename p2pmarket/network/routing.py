@@ -14,7 +14,7 @@ from typing import Final
 
 import trio
 from libp2p.abc import IHost
-from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.kad_dht.kad_dht import KadDHT
 from libp2p.kad_dht.utils import sort_peer_ids_by_distance
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo as LibPeerInfo
@@ -32,6 +32,7 @@ from p2pmarket.network.dht import (
     ProfileValidator,
     ReviewsValidator,
 )
+from p2pmarket.network.dht_mode import initial_dht_mode
 from p2pmarket.network.hosts import protocols, speaks
 from p2pmarket.network.mailbox import MAILBOX_PROTOCOL
 
@@ -63,7 +64,7 @@ class Routing:
         self._host = host
         self.dht = KadDHT(
             host,
-            DHTMode.SERVER if self._config.dht_server else DHTMode.CLIENT,
+            initial_dht_mode(self._config),
             validator=NamespacedValidator(
                 {
                     LISTING_NS: ListingValidator(self._now),

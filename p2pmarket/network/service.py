@@ -32,8 +32,11 @@ from p2pmarket.crypto.peer_id import public_key_from_peer_id
 from p2pmarket.errors import NetworkError
 from p2pmarket.events import Event, PeerConnected, PeerDisconnected, PeerInfo, SyncProgress
 from p2pmarket.network import _libp2p_fixes
+from p2pmarket.network.autonat import AutoNat
+from p2pmarket.network.autonat_verdicts import Status
 from p2pmarket.network.config import NetworkConfig
 from p2pmarket.network.courier import Courier
+from p2pmarket.network.dht_mode import DhtModeFollower, dht_mode_of
 from p2pmarket.network.gossip import INVALID_PENALTY, Accept, Gossip
 from p2pmarket.network.hosts import (
     ConnectionEvents,
@@ -47,6 +50,7 @@ from p2pmarket.network.mailbox import MailboxService, MailHolder
 from p2pmarket.network.messaging import Messenger, OnEnvelope
 from p2pmarket.network.peerbook import PeerBook
 from p2pmarket.network.peers import Peers
+from p2pmarket.network.reachability import Kind, Reachability
 from p2pmarket.network.routing import Routing
 from p2pmarket.network.sync import SyncService, SyncSource
 from p2pmarket.network.syncing import SyncScheduler
@@ -123,6 +127,10 @@ class Network:
         self._host: IHost | None = None
         self._nursery: trio.Nursery | None = None
         self._courier: Courier | None = None
+        self.autonat: AutoNat | None = None
+        self.reach: Reachability | None = None
+        self.dht_mode: DhtModeFollower | None = None
+        dht_mode_of(config)  # a bad dht_mode fails here, before anything starts
         self._stopping = trio.Event()
         self.sync: SyncService | None = None
         self.mailbox: MailboxService | None = None
@@ -167,10 +175,14 @@ class Network:
                         "choose another with --listen"
                     )
                 self._host = host
+                await self._start_reachability(nursery, host, dht)
                 self._start_services(nursery, host)
                 await self.gossip.start(nursery, host)
                 self.routing.start(nursery)
-                self.peer_set.start(nursery, host, conn_recv, self.routing.find_peer)
+                assert self.reach is not None
+                self.peer_set.start(
+                    nursery, host, conn_recv, self.routing.find_peer, self.reach.dial
+                )
                 self._nursery = nursery
                 self.started = self._now()
                 task_status.started()
@@ -186,6 +198,26 @@ class Network:
             self._stopped()
             _libp2p_fixes.on_oversized_frame(host.get_id(), None)
             self.peer_set.book.save()
+
+    async def _start_reachability(self, nursery: trio.Nursery, host: IHost, dht: Any) -> None:
+        """AutoNAT, the DHT mode that follows it, relays, hole punching and UPnP
+        (autonat.py, dht_mode.py, reachability.py)."""
+        self.dht_mode = DhtModeFollower(dht, host, dht_mode_of(self.config))
+        self.autonat = AutoNat(host, on_change=self._reachability_changed)
+        self.reach = Reachability(
+            host,
+            self.config,
+            autonat_status=lambda: self.autonat.status if self.autonat else "unknown",
+            on_change=lambda: None,
+        )
+        await nursery.start(self.dht_mode.run)
+        await nursery.start(self.autonat.run)
+        await nursery.start(self.reach.run)
+
+    def _reachability_changed(self, status: Status) -> None:
+        log.info("reachability: %s", status)
+        if self.dht_mode is not None:
+            self.dht_mode.on_change(status)
 
     def _start_services(self, nursery: trio.Nursery, host: IHost) -> None:
         """The protocol handlers on our own streams: messages, mail, sync."""
@@ -208,6 +240,7 @@ class Network:
             mailbox=self.mailbox,
             reach=self.peer_set.reach,
             closest=self.routing.closest,
+            public=lambda peer: Reachability.is_public_peer(host, peer),
         )
         if self.mailbox is not None and self.config.mail_interval > 0:
             nursery.start_soon(self._courier.mail_timer, self.config.mail_interval)
@@ -307,13 +340,26 @@ class Network:
         return self.peer_set.connected()
 
     def addresses(self) -> tuple[str, ...]:
-        """Where peers can reach us: full multiaddrs with our peer id."""
+        """Where peers can reach us: full multiaddrs with our peer id, the
+        circuit ones through our relays among them (reachability.py)."""
         if not self.running:
             return ()
+        if self.reach is not None:
+            return self.reach.announced()
         found: list[str] = []
         for addr in self.host.get_addrs():
             found.extend(dialable(str(addr)))
         return tuple(dict.fromkeys(found))
+
+    @property
+    def reachability(self) -> Kind:
+        """"public", "relayed" (via :attr:`relays`), "private" or "unknown"."""
+        return self.reach.kind if self.reach is not None and self.running else "unknown"
+
+    @property
+    def relays(self) -> tuple[str, ...]:
+        """Peer ids of the relays we hold a reservation with."""
+        return self.reach.relays if self.reach is not None and self.running else ()
 
     @property
     def topics(self) -> tuple[str, ...]:

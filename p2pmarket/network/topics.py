@@ -59,10 +59,8 @@ def carries(kind: str, category: str | None, topic_ids: Sequence[str]) -> bool:
         return topic == REVIEWS
     if kind == "listing":
         return category is not None and topic in listing_topics(category)
-    return topic == ALL_LISTINGS or (
-        topic.startswith(ALL_LISTINGS + "/")
-        and CATEGORY_RE.match(topic.rsplit("/", 1)[1]) is not None
-    )
+    parent, _, top = topic.rpartition("/")
+    return topic == ALL_LISTINGS or (parent == ALL_LISTINGS and bool(CATEGORY_RE.match(top)))
 
 
 def subscriptions(follow: Sequence[str]) -> list[str]:
