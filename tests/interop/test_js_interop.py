@@ -89,7 +89,7 @@ class JsNode:
             stdout=subprocess.PIPE,
             stderr=self._log,
             text=True,
-            env={**os.environ, "P2PMARKET_STAMP_BITS": os.environ["P2PMARKET_STAMP_BITS"]},
+            env=dict(os.environ),  # P2PMARKET_STAMP_BITS: the test network's, as the daemons
         )
         assert self.process.stdout is not None
         self.lines = Lines(self.process.stdout)
