@@ -51,6 +51,11 @@ class Config:
     listen: tuple[str, ...] = DEFAULT_LISTEN  # multiaddrs the daemon listens on
     bootstrap: tuple[str, ...] = ()  # multiaddrs (with /p2p/<id>) dialled at start
     mdns: bool = True  # find peers on the local network
+    # Reachability (docs/PROTOCOL.md, "Reachability"): the DHT is a server only
+    # while AutoNAT says peers can dial us ("auto"), or always/never.
+    dht_mode: str = "auto"
+    relay_service: bool = True  # relay for peers behind NAT while we are public
+    upnp: bool = True  # ask the router to forward our port (UPnP IGD)
     follow: tuple[str, ...] = ()  # categories to follow; empty means all
     max_listings: int = 1_000_000  # cache cap: past it the oldest others' listings go
     sync_minutes: int = 10  # catch up with one peer this often (0: only on connect)
@@ -78,7 +83,9 @@ class Config:
                 raise ConfigError(f"{origin}: {key} must be a list of text")
             if key in data:
                 data = {**data, key: tuple(value)}
-        for key in ("mdns", "read_receipts"):
+        if data.get("dht_mode", "auto") not in ("auto", "server", "client"):
+            raise ConfigError(f'{origin}: dht_mode must be "auto", "server" or "client"')
+        for key in ("mdns", "read_receipts", "relay_service", "upnp"):
             if not isinstance(data.get(key, True), bool):
                 raise ConfigError(f"{origin}: {key} must be true or false")
         # Light checks, without importing multiaddr (every command reads the
@@ -120,6 +127,9 @@ class Config:
             listen=self.listen,
             bootstrap=self.bootstrap,
             mdns=self.mdns,
+            dht_mode=self.dht_mode,
+            relay_service=self.relay_service,
+            upnp=self.upnp,
             follow=self.follow,
             sync_interval=self.sync_minutes * 60.0,
             hold_mail=self.mailbox_mb > 0,
