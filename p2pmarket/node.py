@@ -108,6 +108,7 @@ _SELLER_DEADLINE = 45.0
 _CATALOGUE_DELAY = 1.0
 # While online, expired records are collected (and the cache cap kept) this often.
 _UPKEEP_EVERY = 600.0
+_REANNOUNCE_EVERY = 12 * 3600.0  # half the DHT's 24 h value lifetime
 # An import checks the cache cap this often (records read), between its writes.
 _CAP_CHECK_EVERY = 1000
 
@@ -712,18 +713,25 @@ class Node:
         return Verdict.ACCEPT
 
     async def _announce_own(self) -> None:
-        """On start, put our live listings and catalogue in the DHT again: DHT
-        records held by peers are lost when those peers restart."""
+        """On start, and every :data:`_REANNOUNCE_EVERY`, put our live listings
+        and catalogue in the DHT again: DHT records held by peers are lost when
+        those peers restart, and py-libp2p 0.8.1 servers drop a value 24 h
+        after its put (the Kademlia spec has publishers re-put)."""
         import trio
 
+        network = self._require_network()
+        while True:
+            # A put with no peers reaches no one: wait for a connection
+            # (bootstrap, redial or someone dialling in), then give identify a moment.
+            while not network.host.get_connected_peers():
+                await trio.sleep(0.25)
+            await trio.sleep(0.5)
+            self._put_own(network)
+            await trio.sleep(_REANNOUNCE_EVERY)
+
+    def _put_own(self, network: Network) -> None:
         from p2pmarket.network.dht import listing_key, profile_key
 
-        network = self._require_network()
-        # A put with no peers reaches no one: wait for the first connection
-        # (bootstrap, redial or someone dialling in), then give identify a moment.
-        while not network.host.get_connected_peers():
-            await trio.sleep(0.25)
-        await trio.sleep(0.5)
         for listing in self.my_listings():
             network.put_dht(listing_key(listing.id), records.encode(listing))
         if self._catalogue_due is not None:
