@@ -21,7 +21,11 @@ from p2pmarket.events import Event
 from p2pmarket.network.config import NetworkConfig
 from p2pmarket.node import Node, init_home
 
-LOOPBACK = NetworkConfig(listen=("/ip4/127.0.0.1/tcp/0",), mdns=False)
+# The DHT pinned to server mode: in "auto" (the default) a node becomes a server
+# once AutoNAT says public and then looks itself up, which connects it to peers
+# a test's topology left out (a raw attacker on the far side of a line, say).
+# Auto mode has its own tests (test_dht_mode_follow.py) and runs in the daemons.
+LOOPBACK = NetworkConfig(listen=("/ip4/127.0.0.1/tcp/0",), mdns=False, dht_mode="server")
 _names = itertools.count()
 
 
