@@ -74,6 +74,9 @@ class Routing:
                 }
             ),
             validator_changed=True,
+            # Our DHT shares /ipfs/kad/1.0.0 with IPFS: store our namespaces only
+            # (py-libp2p's default stores any other key unvalidated).
+            strict_validation=True,
             enable_random_walk=False,
         )
         return self.dht
