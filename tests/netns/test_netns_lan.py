@@ -39,6 +39,7 @@ def lan() -> Iterator[list[Host]]:
                     stdout=subprocess.DEVNULL,
                     stderr=log,
                     env=_env({}),
+                    text=True,
                 )
         yield hosts
 
