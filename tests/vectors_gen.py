@@ -58,11 +58,20 @@ ABOUT: Final = [
     "p2pmarket code itself; tests/unit/test_protocol_vectors.py checks that the code "
     "still produces them and that PROTOCOL.md shows the same hex.",
     "Schema: {format, about, vectors: [{name, description, inputs, expected, random}]}.",
-    "A key ending in _hex holds bytes as lowercase hex (a list of such strings for a "
-    "list of byte strings); every other value is a JSON string (text, UTF-8) or "
+    "Bytes are lowercase hex, in exactly these places: under a key ending in _hex (a "
+    "string; a list of such strings for a list of byte strings; a map of them, keyed "
+    "by topic, for gossip_message_id_hex); under the key hex of a sync frame; and as "
+    "the first element of each [bytes, integer] pair in the lists named items (a "
+    "catalogue's fields, sync_fingerprint's inputs), a_items and b_items "
+    "(sync_session's inputs). Every other value is a JSON string (text, UTF-8) or "
     "number (an integer: msgpack int on the wire).",
     "inputs: what the vector is built from (seeds are ed25519 seeds, 32 bytes). "
     "expected: what an implementation must compute or accept from them.",
+    "expected.fields (the record vectors): the record's map, key for key, in its "
+    "encoded (ascending) order, sig and pow included; a key k whose value is bin (or "
+    "an array of bin) appears as k_hex. It is both what the record is signed from "
+    "and what decoding record_hex must give; inputs hold only the signer's seed, "
+    "now and the stamp difficulty.",
     "random: names of expected keys that are NOT reproducible (a sealed box's "
     "ephemeral key): check those by opening them, not by comparing bytes.",
     "Records validate with now = inputs.now (they have an expiry); stamps are "

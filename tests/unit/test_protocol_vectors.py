@@ -54,6 +54,69 @@ def test_every_vector_has_the_documented_shape(vectors: dict[str, Any]) -> None:
     assert len(names) == len(set(names))
 
 
+PAIR_LISTS = {"items", "a_items", "b_items"}  # [bytes as hex, integer] pairs (the about)
+
+
+def _is_hex(value: object) -> bool:
+    if not isinstance(value, str) or len(value) % 2:
+        return False
+    try:
+        return bytes.fromhex(value).hex() == value  # lowercase, nothing else
+    except ValueError:
+        return False
+
+
+def _hex_slots_agree(key: str, value: object, where: str) -> None:
+    """Bytes sit exactly where the file's ``about`` says, and nowhere else."""
+    if key.endswith("_hex") or key == "hex":
+        if isinstance(value, dict):
+            leaves = list(value.values())
+        else:
+            leaves = value if isinstance(value, list) else [value]
+        assert leaves and all(_is_hex(x) for x in leaves), where
+    elif key in PAIR_LISTS:
+        assert isinstance(value, list), where
+        for pair in value:
+            assert len(pair) == 2 and _is_hex(pair[0]) and type(pair[1]) is int, where
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _hex_slots_agree(k, v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _hex_slots_agree(key, v, f"{where}[{i}]")
+    else:
+        # Text or an integer; a long run of hex digits would be unmarked bytes.
+        assert type(value) is int or (
+            isinstance(value, str) and not (_is_hex(value) and len(value) >= 16)
+        ), where
+
+
+def test_bytes_are_hex_exactly_where_the_about_says(vectors: dict[str, Any]) -> None:
+    assert any("a_items and b_items" in line for line in vectors["about"])
+    for v in vectors["vectors"]:
+        for part in ("inputs", "expected"):
+            _hex_slots_agree(part, v[part], f"{v['name']}.{part}")
+
+
+def test_record_fields_are_the_decoded_record_key_for_key(vectors: dict[str, Any]) -> None:
+    for name in ("listing", "tombstone", "profile", "catalogue"):
+        expected = vector(vectors, name)["expected"]
+        doc = msgpack.unpackb(bytes.fromhex(expected["record_hex"]), raw=False)
+        fields = expected["fields"]
+        assert [k.removesuffix("_hex") for k in fields] == list(doc), name
+        for key, value in fields.items():
+            got = doc[key.removesuffix("_hex")]
+            if key == "items":
+                value = [[bytes.fromhex(i), s] for i, s in value]
+            elif key.endswith("_hex"):
+                value = (
+                    [bytes.fromhex(x) for x in value]
+                    if isinstance(value, list)
+                    else bytes.fromhex(value)
+                )
+            assert got == value, f"{name}.{key}"
+
+
 def test_identities_give_their_keys_and_peer_ids(vectors: dict[str, Any]) -> None:
     for name in ("identity_seller", "identity_buyer"):
         v = vector(vectors, name)
