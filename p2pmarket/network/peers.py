@@ -79,6 +79,9 @@ class Peers:
         self._host, self._nursery, self._lookup, self._dial = host, nursery, lookup, dial
         nursery.start_soon(self._connections, events)
         for address in self._config.bootstrap:
+            # In the book first: an address that does not answer now is retried
+            # with the book's backoff (and shows as "known" in status).
+            self.book.remember(address.rsplit("/p2p/", 1)[-1], [address], time.time())
             nursery.start_soon(self._dial_quietly, address)
         nursery.start_soon(self._redial)
 
@@ -217,12 +220,21 @@ class Peers:
             due = self.book.due(time.time(), connected)
             for peer in [p for p in due if self.banned(p.peer_id) is None][:8]:
                 addrs = [a if "/p2p/" in a else f"{a}/p2p/{peer.peer_id}" for a in peer.addrs]
-                try:
-                    await self.connect(addrs[0])
-                except P2PMarketError:
+                if not await self._connect_any(addrs):
                     self.book.failed(peer.peer_id, time.time())
             self.book.save()
             await trio.sleep(REDIAL_EVERY)
+
+    async def _connect_any(self, addrs: list[str]) -> bool:
+        """Dial a remembered peer's addresses in turn (an invite carries several:
+        public, LAN, relayed); True at the first that connects."""
+        for address in addrs:
+            try:
+                await self.connect(address)
+            except P2PMarketError:
+                continue
+            return True
+        return False
 
     async def reach(self, peer: ID) -> bool:
         """Be connected to ``peer``: already, or by its known addresses, or by

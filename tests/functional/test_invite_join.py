@@ -112,3 +112,4 @@ def test_an_unreachable_bootstrap_peer_leaves_the_daemon_running(daemons: Daemon
     daemon = daemons.start(home)
     status = cli_json(daemon.home, "status")
     assert status["online"] and status["peers"] == 0
+    assert status["known_peers"] == 1  # in the peer book, retried with backoff
