@@ -6,9 +6,9 @@ One object for the network coordinator, composing:
   are public and ``config.relay_service`` is on;
 - the relay client, holding reservations on up to two public relays while AutoNAT
   says we are private, so that peers can dial us at our circuit addresses;
-- DCUtR hole punching (py-libp2p's ``DCUtRProtocol``) on both sides: a relayed
-  connection is upgraded to a direct one where the NATs allow, by itself, a few
-  seconds after it opens;
+- DCUtR hole punching (:mod:`holepunch`, py-libp2p's ``DCUtRProtocol`` with
+  fixes) on both sides: a relayed connection is upgraded to a direct one where
+  the NATs allow, by itself, about a second after it opens;
 - UPnP port mapping (:mod:`portmap`) in the background.
 
 What peers learn about us: identify sends ``host.get_addrs()``, so that is
@@ -37,11 +37,11 @@ from libp2p.abc import IHost
 from libp2p.identity.identify_push.identify_push import push_identify_to_peers
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
-from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
 from libp2p.tools.anyio_service import background_trio_service
 
 from p2pmarket.network import _libp2p_fixes
 from p2pmarket.network.config import NetworkConfig
+from p2pmarket.network.holepunch import HolePunch, is_relayed
 from p2pmarket.network.portmap import PortMapper
 from p2pmarket.network.relaying import (
     HOP_PROTOCOL,
@@ -141,7 +141,7 @@ class Reachability:
             return False
         for conn in host.get_network().connections.get(peer, []):
             inbound = "inbound" in str(getattr(conn, "direction", "")).lower()
-            if not inbound and not _is_relayed(conn):
+            if not inbound and not is_relayed(conn):
                 return True
         return False
 
@@ -165,6 +165,7 @@ class Reachability:
             except Exception:
                 continue
             (circuits if "/p2p-circuit" in text else direct).append(addr)
+        log.debug("dial %s: %d circuit, %d direct addresses", peer, len(circuits), len(direct))
         for addr in circuits[:3]:
             with trio.move_on_after(self._config.connect_timeout):
                 try:
@@ -192,7 +193,7 @@ class Reachability:
         try:
             async with background_trio_service(self._protocol), trio.open_nursery() as nursery:
                 if self._hole_punch:
-                    dcutr = _HolePunch(self._host, dial_timeout=3)
+                    dcutr = HolePunch(self._host, dial_timeout=3)
                     nursery.start_soon(_run_service, dcutr)
                 if self._config.upnp:
                     await nursery.start(self._portmap.run)
@@ -293,45 +294,6 @@ class Reachability:
             return False
         self._announce = announce
         return True
-
-
-class _HolePunch(DCUtRProtocol):
-    """py-libp2p 0.8.1's DCUtR, but only the side that *received* the relayed
-    connection starts a hole punch (the spec's B). As shipped both sides start
-    one every 2 s on every relayed connection; through real NATs the two
-    sessions ran at once ("Concurrent hole punch session") and both failed (rl-
-    namespace check). ``dial_timeout=3``: its first, unilateral try dials the
-    peer's announced LAN addresses, which a NAT drops, for 10 s by default."""
-
-    async def _auto_drive_loop(self) -> None:
-        while True:
-            await trio.sleep(2.0)
-            for peer, conns in list(self.host.get_network().connections.items()):
-                if peer in self._in_progress or peer in self._direct_connections:
-                    continue
-                if self._hole_punch_attempts.get(peer, 0) >= _MAX_PUNCHES:
-                    continue
-                if any(_is_relayed(c) and _inbound(c) for c in conns) and not any(
-                    not _is_relayed(c) for c in conns
-                ):
-                    try:
-                        await self.initiate_hole_punch(peer)
-                    except Exception as exc:
-                        log.debug("hole punch to %s failed: %r", peer, exc)
-
-
-_MAX_PUNCHES = 3
-
-
-def _inbound(conn: Any) -> bool:
-    return "inbound" in str(getattr(conn, "direction", "")).lower()
-
-
-def _is_relayed(conn: Any) -> bool:
-    try:
-        return any("/p2p-circuit" in str(a) for a in conn.get_transport_addresses())
-    except Exception:
-        return False
 
 
 async def _run_service(service: Any) -> None:
