@@ -23,8 +23,9 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.stream_muxer.exceptions import MuxedStreamError
 
-from p2pmarket.network import _libp2p_fixes
+from p2pmarket.network import _libp2p_fixes, holepunch
 from p2pmarket.network.config import NetworkConfig
+from p2pmarket.network.holepunch import HolePunch
 from p2pmarket.network.reachability import Reachability
 from p2pmarket.network.relaying import ServiceLimits
 
@@ -114,7 +115,7 @@ class PeerFactory:
         config: NetworkConfig,
         task_status: trio.TaskStatus[Peer] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        listen = [multiaddr.Multiaddr(a) for a in CONFIG.listen]
+        listen = [multiaddr.Multiaddr(a) for a in config.listen]
         host = new_host(
             key_pair=create_new_key_pair(), listen_addrs=listen, muxer_preference="YAMUX"
         )
@@ -310,3 +311,89 @@ async def test_dcutr_upgrades_a_relayed_connection_to_a_direct_one() -> None:
         )
         await eventually(lambda: direct_conns(dialler.host, private.id), timeout=15)
         assert await echo(dialler, private, b"langsung") == b"langsung"
+
+
+WILDCARD = dataclasses.replace(CONFIG, listen=("/ip4/0.0.0.0/tcp/0",))
+
+
+def listen_port(peer: Peer) -> int:
+    return int(peer.host.get_transport_addrs()[0].value_for_protocol("tcp"))
+
+
+def hole_punch_of(peer: Peer) -> HolePunch:
+    dcutr = getattr(peer.host, "_dcutr_protocol", None)  # where 0.8.1 registers it
+    assert isinstance(dcutr, HolePunch)
+    return dcutr
+
+
+@pytest.mark.trio
+async def test_dcutr_from_wildcard_listeners_dials_from_the_listening_port() -> None:
+    # Our default listen address is 0.0.0.0. py-libp2p 0.8.1 bound hole-punch dials
+    # to the first *announced* address, 127.0.0.1, so behind a NAT no SYN ever left
+    # (EINVAL); they must leave from the listening socket itself, whose port is the
+    # one the NAT maps and the peer predicted.
+    async with swarm() as peers:
+        relay = await peers.start("public", hole_punch=True, config=WILDCARD)
+        private = await peers.start("private", hole_punch=True, config=WILDCARD)
+        dialler = await peers.start("unknown", hole_punch=True, config=WILDCARD)
+        await connect(private, relay)
+        await eventually(lambda: circuits(private))
+        started = trio.current_time()
+        assert await dialler.reach.dial(private.id, circuits(private))
+        await eventually(lambda: direct_conns(dialler.host, private.id), timeout=15)
+        assert trio.current_time() - started < 5, "the receiving side starts at once"
+        # only the side that received the relayed connection started a session
+        assert hole_punch_of(private).sessions.get(dialler.id) == 1
+        assert dialler.id not in hole_punch_of(dialler).sessions
+        ports = {
+            int(str(a).split("/tcp/")[1].split("/")[0])
+            for conn in private.host.get_network().connections.get(dialler.id, [])
+            for a in conn.get_transport_addresses()
+            if "/p2p-circuit" not in str(a)
+        }
+        assert listen_port(dialler) in ports, (ports, listen_port(dialler))
+        assert await echo(dialler, private, b"langsung") == b"langsung"
+
+
+@pytest.mark.trio
+async def test_a_hole_punch_that_cannot_work_is_tried_a_bounded_number_of_times(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Neither side listens, so neither has an address the other could be dialled
+    # at, as behind a symmetric NAT none can be predicted: every session fails.
+    # The sessions stop at MAX_SESSIONS and the relayed connection goes on working.
+    monkeypatch.setattr(holepunch, "RETRY_AFTER", 0.2)
+    async with swarm() as peers:
+        relay = await peers.start("public", hole_punch=True)
+        private = await peers.start("private", hole_punch=True, config=NO_LISTEN)
+        dialler = await peers.start("unknown", hole_punch=True, config=NO_LISTEN)
+        await connect(private, relay)
+        await eventually(lambda: circuits(private))
+        assert await dialler.reach.dial(private.id, circuits(private))
+        punch = hole_punch_of(private)
+        await eventually(lambda: punch.sessions.get(dialler.id) == holepunch.MAX_SESSIONS)
+        await trio.sleep(1.0)  # several retry periods: no further session
+        assert punch.sessions.get(dialler.id) == holepunch.MAX_SESSIONS
+        assert not direct_conns(dialler.host, private.id)
+        assert await echo(dialler, private, b"lewat relay") == b"lewat relay"
+
+
+NO_LISTEN = dataclasses.replace(CONFIG, listen=())
+
+
+def test_hole_punch_dials_leave_from_the_listening_socket() -> None:
+    def source(listening: list[str], target: str) -> tuple[str, int] | None:
+        return holepunch.listen_source(
+            [multiaddr.Multiaddr(a) for a in listening], multiaddr.Multiaddr(target)
+        )
+
+    wildcard = ["/ip4/0.0.0.0/tcp/4690"]
+    assert source(wildcard, "/ip4/203.0.113.201/tcp/4690") == ("0.0.0.0", 4690)
+    assert source(wildcard, "/ip4/192.168.1.10/tcp/4690") == ("0.0.0.0", 4690)
+    # a peer's loopback address is our own machine: never dialled from a wildcard
+    assert source(wildcard, "/ip4/127.0.0.1/tcp/4690") is None
+    concrete = ["/ip4/127.0.0.1/tcp/5000", "/ip4/192.168.1.10/tcp/4690"]
+    assert source(concrete, "/ip4/203.0.113.201/tcp/4690") == ("192.168.1.10", 4690)
+    assert source(concrete, "/ip4/127.0.0.1/tcp/4691") == ("127.0.0.1", 5000)
+    assert source(["/ip6/::/tcp/4690"], "/ip4/203.0.113.201/tcp/4690") is None
+    assert source(["/ip6/::/tcp/4690"], "/ip6/2001:db8::1/tcp/4690") == ("::", 4690)
