@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench crash fuzz interop lint clean
+.PHONY: run test bench netscale crash fuzz interop lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# 10, 20 and 40 real daemons, each in its own network namespace, some behind NAT
+# routers (root; installs nftables): gossip reach, DHT lookups, join sync, bytes per
+# listing, relay share. ARGS="--write" updates its section of BENCHMARKS.md.
+netscale: $(STAMP)
+	$(BIN)/python -m bench.netscale $(ARGS)
 
 # Every decoder of outside bytes, 100,000 seeded mutations and 3,000 hypothesis
 # examples each; fails on any exception that is not one of our own refusals.
