@@ -54,6 +54,11 @@
    ``dht_mode.guard_inbound_adds`` (per DHT) adds it only if identify lists
    ``/ipfs/kad/1.0.0``. (AutoNAT's defects are avoided, not patched: we run our
    own, network/autonat.py, on py-libp2p's protobuf.)
+11. ``DCUtRProtocol`` binds hole-punch dials to the first TCP address of
+   ``host.get_addrs()`` (what we announce: ``127.0.0.1`` first for a ``0.0.0.0``
+   listener), so through a NAT every dial failed with EINVAL; both sides start
+   sessions at once; its first, unilateral try waits on LAN addresses; its
+   retry count resets on any disconnect. Fixed in ``holepunch.HolePunch``.
 """
 
 from __future__ import annotations

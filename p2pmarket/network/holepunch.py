@@ -25,9 +25,9 @@ SYNs, one public relay; see docs/ and the note on py-libp2p 0.8.1):
    peer at a time, so that a slow peer does not hold up the others.
 3. **The first, unilateral try** (spec step 0) dialled every known address of
    the peer, including its LAN ones, which a NAT drops: 3 s lost before every
-   punch. Only addresses outside private and loopback ranges are tried first;
-   LAN addresses are still dialled, together with the punch (a peer on our own
-   LAN is reached that way).
+   punch. Only addresses outside private and loopback ranges are tried first,
+   for :data:`UNILATERAL_TIMEOUT`; LAN addresses are still dialled, together
+   with the punch (a peer on our own LAN is reached that way).
 4. **Bounded retries.** At most :data:`MAX_SESSIONS` sessions per peer while it
    stays connected, :data:`RETRY_AFTER` seconds apart (each session is 0.8.1's
    three dial rounds); 0.8.1 resets its own count whenever any connection to the
@@ -54,6 +54,9 @@ log = logging.getLogger("p2pmarket.network.holepunch")
 MAX_SESSIONS = 3  # per peer, while it stays connected
 RETRY_AFTER = 10.0  # seconds between two sessions with one peer
 WATCH_EVERY = 0.25  # how often connections are looked at for new relayed ones
+# The unilateral try reaches a public peer in a few round trips; an address a
+# NAT drops (a peer's own observed public one) must not hold up the punch long.
+UNILATERAL_TIMEOUT = 1.5
 
 # Addresses that lead to a peer only from its own network (or machine).
 _LOCAL_NETS = tuple(
@@ -135,7 +138,7 @@ class HolePunch(DCUtRProtocol):
             return False
         if not addrs:
             return False
-        with trio.move_on_after(self.dial_timeout):
+        with trio.move_on_after(UNILATERAL_TIMEOUT):
             async with trio.open_nursery() as nursery:
                 for addr in addrs:
                     nursery.start_soon(self._dial_peer, peer_id, addr)
