@@ -243,14 +243,53 @@ class Peers:
         if host.get_network().get_connections(peer):
             return True
         with trio.move_on_after(self._config.connect_timeout):
+            known = self._known_addrs(peer)
             with contextlib.suppress(Exception):  # an unknown peer, a failed dial
-                await self._dial_known(peer, [str(a) for a in host.get_peerstore().addrs(peer)])
+                await self._dial_known(peer, known)
             if not host.get_network().get_connections(peer) and self._lookup is not None:
-                with contextlib.suppress(Exception):
-                    found = await self._lookup(peer)
-                    if found is not None:
-                        await self._dial_known(peer, [str(a) for a in found.addrs])
+                await self._look_up_and_dial(peer, set(known))
         return bool(host.get_network().get_connections(peer))
+
+    async def _look_up_and_dial(self, peer: ID, tried: set[str]) -> None:
+        """Look ``peer`` up in the DHT, and dial each address as soon as it is
+        learnt rather than when the lookup ends: py-libp2p 0.8.1's lookup goes
+        on to query the peer itself, which behind NAT takes the whole deadline,
+        while the relay's answer (its circuit address) came in milliseconds
+        (measured: 26 s to a first message to a NAT'd seller)."""
+        host = self._require_host()
+        assert self._lookup is not None
+        lookup = self._lookup
+
+        def connected() -> bool:
+            return bool(host.get_network().get_connections(peer))
+
+        async with trio.open_nursery() as nursery:
+
+            async def look() -> None:
+                with contextlib.suppress(Exception):
+                    found = await lookup(peer)
+                    if found is not None and not connected():
+                        await self._dial_known(peer, [str(a) for a in found.addrs])
+                nursery.cancel_scope.cancel()
+
+            async def watch() -> None:
+                while not connected():
+                    await trio.sleep(0.2)
+                    addrs = self._known_addrs(peer)
+                    if any(a not in tried for a in addrs):
+                        tried.update(addrs)
+                        with contextlib.suppress(Exception):
+                            await self._dial_known(peer, addrs)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(look)
+            nursery.start_soon(watch)
+
+    def _known_addrs(self, peer: ID) -> list[str]:
+        try:
+            return [str(a) for a in self._require_host().get_peerstore().addrs(peer)]
+        except Exception:  # a peer the peerstore has never heard of
+            return []
 
     async def _dial_known(self, peer: ID, addrs: list[str]) -> None:
         """Dial ``peer`` at ``addrs``: through a relay if it announces circuit
