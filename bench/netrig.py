@@ -334,8 +334,14 @@ table inet filter {{
 
     # -- daemons ---------------------------------------------------------------
 
-    def start(self, host: Host, bootstrap: list[Host] | tuple[Host, ...] = ()) -> None:
-        """Start ``host``'s daemon (without waiting: see :meth:`wait_ready`)."""
+    def start(
+        self,
+        host: Host,
+        bootstrap: list[Host] | tuple[Host, ...] = (),
+        extra: tuple[str, ...] = (),
+    ) -> None:
+        """Start ``host``'s daemon (without waiting: see :meth:`wait_ready`), with
+        ``extra`` daemon options (``-v`` logs the network to ``host.log``)."""
         args = [
             "ip",
             "netns",
@@ -351,6 +357,7 @@ table inet filter {{
         ]
         for peer in bootstrap:
             args += ["--bootstrap", peer.address]
+        args += extra
         host.log = self.root / f"{host.name}.log"
         host._lines = []
         with host.log.open("a") as log:

@@ -33,6 +33,7 @@ import json
 import os
 import random
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -181,6 +182,7 @@ def measure(n: int, *, nat_share: float, publishes: int, pace: float, seed: int)
         log(f"N={n}: {publishes} publishes, one per {pace:g} s")
         sent: dict[str, tuple[str, float]] = {}
         b1, t1, c1 = _total_bytes(hosts), time.monotonic(), _cpu_seconds(hosts)
+        per_host_1 = {h.name: sum(h.net_bytes()) for h in hosts}
         sellers = [hosts[rng.randrange(n)] for _ in range(publishes)]
         for k, seller in enumerate(sellers):
             begun = time.monotonic()
@@ -197,6 +199,7 @@ def measure(n: int, *, nat_share: float, publishes: int, pace: float, seed: int)
             time.sleep(0.2)
         t2 = time.monotonic()
         b2, c2 = _total_bytes(hosts), _cpu_seconds(hosts)
+        moved = {h.name: sum(h.net_bytes()) - per_host_1[h.name] for h in hosts}
         out["cpu_busy"] = (c2 - c1) / (t2 - t1) / (os.cpu_count() or 1)
         out["cpu_s_per_listing"] = (c2 - c1 - idle_cpu * (t2 - t1)) / publishes
         deliveries: list[float] = []
@@ -270,6 +273,19 @@ def measure(n: int, *, nat_share: float, publishes: int, pace: float, seed: int)
         out["join_sync_s"] = synced
 
         nat_hosts = [h for h in hosts if not h.public]
+        relay_ids = {r for h in nat_hosts for r in _status(h).relays}
+        relays = [h for h in hosts if h.peer_id in relay_ids]
+        others = [h for h in hosts if h.public and h.peer_id not in relay_ids]
+        out["relays"] = len(relays)
+        # Relays' traffic during the publishes beside other public nodes': what
+        # carrying the NAT'd nodes' circuits costs them.
+        if relays and others:
+            out["relay_bytes_ratio"] = (sum(moved[h.name] for h in relays) / len(relays)) / (
+                sum(moved[h.name] for h in others) / len(others)
+            )
+        else:
+            out["relay_bytes_ratio"] = None
+        out["reachability"] = sorted(_status(h).reachability for h in nat_hosts)
         relayed = direct = 0
         for host in nat_hosts:
             with host.client() as client:
@@ -329,6 +345,13 @@ _ROWS: Final[list[tuple[str, Callable[[Json], str]]]] = [
         "NAT'd nodes' connections relayed / direct",
         lambda r: f"{r['nat_connections_relayed']} / {r['nat_connections_direct']}",
     ),
+    (
+        "relays held by NAT'd nodes; a relay's bytes / another public node's",
+        lambda r: (
+            f"{r.get('relays', 0)}; "
+            + ("none" if r.get("relay_bytes_ratio") is None else f"{r['relay_bytes_ratio']:.2f}x")
+        ),
+    ),
     ("daemon RSS p50", lambda r: f"{r['rss_mib_p50']:.0f} MiB"),
     ("start all daemons", lambda r: _s(r["start_s"])),
 ]
@@ -376,9 +399,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     text = table(results)
     when = time.strftime("%Y-%m-%d")
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
     text = (
         f"`python -m bench.netscale --sizes {args.sizes} --nat {args.nat:g} --publishes "
-        f"{args.publishes}` on {when} (2 cores, every daemon its own "
+        f"{args.publishes}` at {commit or '?'} on {when} (2 cores, every daemon its own "
         f"process and namespace, links without delay):\n\n{text}"
     )
     print(text)
