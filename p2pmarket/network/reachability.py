@@ -25,9 +25,7 @@ The AutoNAT verdict comes in as a callable returning "public", "private" or
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-import socket
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -42,6 +40,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from p2pmarket.network import _libp2p_fixes
 from p2pmarket.network.config import NetworkConfig
 from p2pmarket.network.holepunch import HolePunch, is_relayed
+from p2pmarket.network.hosts import lan_address
 from p2pmarket.network.portmap import PortMapper
 from p2pmarket.network.relaying import (
     HOP_PROTOCOL,
@@ -269,7 +268,7 @@ class Reachability:
 
     def _refresh_announce(self) -> bool:
         """Recompute what we announce; True if it changed."""
-        self._lan = _lan_address()
+        self._lan = lan_address()
         listen = list(self._host.get_transport_addrs())
         ports = {str(p) for p in self._tcp_ports()}
         observed = []
@@ -315,14 +314,3 @@ def _concrete(addrs: list[multiaddr.Multiaddr], lan: str | None) -> list[multiad
         else:
             found.append(addr)
     return found
-
-
-def _lan_address() -> str | None:
-    """The address of the interface with the default route (no packet is sent)."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: a routing lookup only
-            address: str = probe.getsockname()[0]
-    except OSError:
-        return None
-    return None if ipaddress.ip_address(address).is_loopback else address
