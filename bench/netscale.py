@@ -365,16 +365,16 @@ def table(results: list[Json]) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
+def write_section(text: str, report: Path = REPORT) -> None:
     """Replace the generated part of BENCHMARKS.md's netscale section (or append it)."""
-    doc = REPORT.read_text(encoding="utf-8")
+    doc = report.read_text(encoding="utf-8")
     block = f"{BEGIN}\n{text}\n{END}"
     if BEGIN in doc and END in doc:
         head, rest = doc.split(BEGIN, 1)
         doc = head + block + rest.split(END, 1)[1]
     else:
         doc = doc.rstrip() + f"\n\n## A network of hosts (issue 14)\n\n{block}\n"
-    REPORT.write_text(doc, encoding="utf-8")
+    report.write_text(doc, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
