@@ -14,8 +14,16 @@ same miniupnpc calls are made here in threads a stop abandons, from a task
 that starts at once. Like py-libp2p, a gateway whose external address is not a
 public one (double NAT) is refused: mapping a port on it reaches nobody.
 
-No router answers on the machines the tests run on; the tests check only that
-start-up is not delayed and that the failure is a status.
+Several nodes behind one router all listen on the default port, and a router
+gives an external port to one LAN host only: the second node's request for the
+same port is refused (UPnP error 718, ConflictInMappingEntry). It then asks for
+any free external port (IGDv2 ``AddAnyPortMapping``; on an IGDv1 router, a few
+random ports) and announces the one it got; renewals ask for that port again.
+
+tests/netns/test_netns_upnp.py runs this against miniupnpd, a real UPnP IGD
+daemon, on a NAT router in network namespaces; tests/network/test_relaying.py
+checks that, with no router answering, start-up is not delayed and the failure
+is a quiet status.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +44,7 @@ log = logging.getLogger("p2pmarket.network.portmap")
 LEASE = 3600  # seconds a mapping lasts unless renewed
 RENEW = 1800.0  # renew this often
 DESCRIPTION = "p2pmarket"
+OTHER_PORTS = 3  # random external ports tried when the router has no AddAnyPortMapping
 
 
 class _NoGateway(Exception):
@@ -72,7 +82,7 @@ class PortMapper:
         self.status = "starting"
         self.attempts = 0
         self._addresses: tuple[str, ...] = ()
-        self._mapped: list[int] = []
+        self._mapped: dict[int, int] = {}  # our port -> the router's external port
 
     @property
     def addresses(self) -> tuple[str, ...]:
@@ -99,7 +109,10 @@ class PortMapper:
                     continue
                 retry = self._first_retry
                 self.status = "mapped"
-                self._set(tuple(f"/ip4/{external}/tcp/{p}" for p in self._mapped))
+                addresses = tuple(f"/ip4/{external}/tcp/{p}" for p in self._mapped.values())
+                if addresses != self._addresses:
+                    log.info("UPnP: mapped %s", ", ".join(addresses))
+                self._set(addresses)
                 await trio.sleep(RENEW)
         finally:
             self._set(())
@@ -145,31 +158,55 @@ class PortMapper:
         ports = sorted(set(self._ports()))
         if not ports:
             raise _NoGateway("no TCP port to map")
-        mapped: list[int] = []
+        mapped: dict[int, int] = {}
         for port in ports:
-            try:
-                await self._call(
-                    gateway.addportmapping,
-                    port,
-                    "TCP",
-                    gateway.lanaddr,
-                    port,
-                    DESCRIPTION,
-                    "",
-                    LEASE,
-                )
-                mapped.append(port)
-            except Exception as exc:
-                log.debug("UPnP: mapping port %d refused: %s", port, exc)
+            got = await self._map_port(gateway, port)
+            if got is not None:
+                mapped[port] = got
         if not mapped:
             raise _NoGateway("the UPnP router refused to map our port")
         self._mapped = mapped
-        return external
+        return str(ip)
+
+    async def _map_port(self, gateway: Any, port: int) -> int | None:
+        """Map ``port``: at the external port we hold already, else the same
+        number, else any the router picks (another LAN host may hold ours);
+        the external port, or None if refused."""
+        lan = gateway.lanaddr
+        wanted = [self._mapped.get(port, port)]
+        if wanted[0] != port:
+            wanted.append(port)
+        for external in wanted:
+            try:
+                await self._call(
+                    gateway.addportmapping, external, "TCP", lan, port, DESCRIPTION, "", LEASE
+                )
+                return external
+            except Exception as exc:
+                log.debug("UPnP: mapping %d to our %d refused: %s", external, port, exc)
+        try:
+            got = await self._call(
+                gateway.addanyportmapping, port, "TCP", lan, port, DESCRIPTION, "", LEASE
+            )
+            if isinstance(got, int) and 0 < got < 65536:
+                return got
+        except Exception as exc:  # an IGDv1 router has no AddAnyPortMapping
+            log.debug("UPnP: any port for our %d refused: %s", port, exc)
+        for _ in range(OTHER_PORTS):
+            external = random.randint(1024, 65535)
+            try:
+                await self._call(
+                    gateway.addportmapping, external, "TCP", lan, port, DESCRIPTION, "", LEASE
+                )
+                return external
+            except Exception as exc:
+                log.debug("UPnP: mapping %d to our %d refused: %s", external, port, exc)
+        return None
 
     async def _unmap(self, gateway: Any) -> None:
-        for port in self._mapped:
+        for external in self._mapped.values():
             try:
-                await self._call(gateway.deleteportmapping, port, "TCP")
+                await self._call(gateway.deleteportmapping, external, "TCP")
             except Exception as exc:
-                log.debug("UPnP: removing the mapping of %d failed: %s", port, exc)
-        self._mapped = []
+                log.debug("UPnP: removing the mapping of %d failed: %s", external, exc)
+        self._mapped = {}
