@@ -141,10 +141,16 @@ class AutoNat:
     async def _check_forever(self) -> None:
         while True:
             asked = set(self._servers())
+            before = self._direct_addrs()
             status = await self.check()
             if status != "unknown":
                 self._backoff.reset()
-                await trio.sleep(self._interval * random.uniform(0.9, 1.1))
+                # Re-check when due, or soon after our direct addresses change (a
+                # UPnP mapping that lands after the first verdict): a verdict on
+                # the old ones says nothing of the new.
+                with trio.move_on_after(self._interval * random.uniform(0.9, 1.1)):
+                    while self._direct_addrs() == before:
+                        await trio.sleep(self._poll)
                 continue
             # Unknown: try again with backoff, and at once when a new server appears.
             with trio.move_on_after(self._backoff.failed()):
@@ -211,6 +217,9 @@ class AutoNat:
             self._status, self._public_addrs = status, addrs
             if self._on_change is not None:
                 self._on_change(status)
+
+    def _direct_addrs(self) -> set[str]:
+        return {str(a) for a in self._host.get_addrs() if _tcp_parts(a) is not None}
 
     def _servers(self) -> dict[ID, str]:
         """Connected peers that serve AutoNAT over a direct connection, and
