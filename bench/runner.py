@@ -73,6 +73,24 @@ def run(
     text = render(sections, described, mode=mode, minutes=minutes)
     print(text, file=out or sys.stdout)
     if chosen == FULL and only is None and not quick:
-        REPORT.write_text(text, encoding="utf-8")
+        REPORT.write_text(text + _kept_sections(), encoding="utf-8")
         print(f"[bench] wrote {REPORT}", file=sys.stderr)
     return sections
+
+
+# Sections of BENCHMARKS.md written by benchmarks outside `make bench` (make
+# netscale needs root and namespaces): a full run keeps them as they are.
+KEPT_SECTIONS = ("## A network of hosts",)
+
+
+def _kept_sections() -> str:
+    if not REPORT.exists():
+        return ""
+    old = REPORT.read_text(encoding="utf-8")
+    kept = []
+    for heading in KEPT_SECTIONS:
+        start = old.find("\n" + heading)
+        if start >= 0:
+            end = old.find("\n## ", start + 1)
+            kept.append(old[start : end if end >= 0 else len(old)].rstrip() + "\n")
+    return "".join(kept)
