@@ -219,8 +219,7 @@ class Peers:
             connected = {p.to_base58() for p in host.get_connected_peers()}
             due = self.book.due(time.time(), connected)
             for peer in [p for p in due if self.banned(p.peer_id) is None][:8]:
-                addrs = [a if "/p2p/" in a else f"{a}/p2p/{peer.peer_id}" for a in peer.addrs]
-                if not await self._connect_any(addrs):
+                if not await self._connect_any(dial_addresses(peer.peer_id, peer.addrs)):
                     self.book.failed(peer.peer_id, time.time())
             self.book.save()
             await trio.sleep(REDIAL_EVERY)
@@ -339,3 +338,11 @@ class Peers:
 
     def connected(self) -> list[PeerInfo]:
         return [self.info(p) for p in self._require_host().get_connected_peers()]
+
+
+def dial_addresses(peer_id: str, addrs: list[str]) -> list[str]:
+    """The peer book's addresses of ``peer_id`` as dialable multiaddrs, each ending
+    in ``/p2p/<peer_id>``. A circuit address already names a peer (its relay, as
+    ``…/p2p/<relay>/p2p-circuit``): the target is still appended."""
+    own = f"/p2p/{peer_id}"
+    return [a if a.endswith(own) else a + own for a in addrs]

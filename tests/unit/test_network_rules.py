@@ -100,3 +100,21 @@ def test_a_damaged_peer_book_is_an_empty_one(tmp_path: Path) -> None:
     path = tmp_path / "peers"
     path.write_bytes(b"\xc1 not msgpack")
     assert PeerBook.load(path).peers == {}
+
+
+def test_a_remembered_address_is_dialled_at_its_peer_even_through_a_relay() -> None:
+    from p2pmarket.network.peers import dial_addresses
+
+    peer, relay = "12D3KooWTarget", "12D3KooWRelay"
+    assert dial_addresses(
+        peer,
+        [
+            "/ip4/192.0.2.7/tcp/4690",
+            f"/ip4/192.0.2.7/tcp/4690/p2p/{peer}",
+            f"/ip4/203.0.113.5/tcp/4690/p2p/{relay}/p2p-circuit",
+        ],
+    ) == [
+        f"/ip4/192.0.2.7/tcp/4690/p2p/{peer}",
+        f"/ip4/192.0.2.7/tcp/4690/p2p/{peer}",
+        f"/ip4/203.0.113.5/tcp/4690/p2p/{relay}/p2p-circuit/p2p/{peer}",
+    ]
