@@ -180,6 +180,19 @@ def test_behind_a_symmetric_nat_the_connection_stays_relayed_and_works(net: Net)
     assert entry is not None and _relayed(entry["addresses"]), entry
 
 
+@needs_relays
+def test_a_natd_node_joins_another_from_its_invite_through_a_relay(net: Net) -> None:
+    # Neither can dial the other directly: the invite's circuit address is the way.
+    invite = net.s_sym.cli("invite", "--no-qr")
+    assert invite.returncode == 0, invite.stderr
+    line = invite.stdout.strip().splitlines()[-1]
+    joined = net.s_eim.cli("join", line)
+    assert joined.returncode == 0, joined.stderr
+    assert net.s_sym.peer_id in joined.stdout
+    entry = _peer(net.s_eim, net.s_sym)
+    assert entry is not None and _relayed(entry["addresses"]), entry
+
+
 def test_the_mailbox_covers_a_natd_seller_who_is_offline(net: Net) -> None:
     seller, buyer, rig = net.s_eim, net.buyer, net.rig
     assert rig.stop(seller) == 0
