@@ -386,4 +386,3 @@ def reach_line(status: NodeStatus) -> str:
     if status.reachability == "private":
         return "behind NAT, no relay yet: peers cannot dial this node (it still dials them)"
     return "unknown: not enough peers asked yet"
-

@@ -353,7 +353,7 @@ class Network:
 
     @property
     def reachability(self) -> Kind:
-        """"public", "relayed" (via :attr:`relays`), "private" or "unknown"."""
+        """Public, relayed (via :attr:`relays`), private or unknown."""
         return self.reach.kind if self.reach is not None and self.running else "unknown"
 
     @property
