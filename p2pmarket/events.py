@@ -14,6 +14,11 @@ from p2pmarket.records import Listing, Profile, Review, Tombstone
 from p2pmarket.store.messages import Message
 from p2pmarket.trade import TradeView
 
+# Events an embedder (or a client of the daemon) has not read yet; past this,
+# new ones are dropped for it. Here, not in node.py, so that the daemon's client
+# has it without loading the node.
+EVENT_BUFFER = 1000
+
 Source: TypeAlias = Literal["local", "gossip", "dht", "import", "sync"]
 
 

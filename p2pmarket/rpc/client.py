@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeVar
 
 from p2pmarket.errors import P2PMarketError
-from p2pmarket.events import Event, NodeStatus, PeerInfo, SyncProgress, SyncStatus
-from p2pmarket.node import EVENT_BUFFER
+from p2pmarket.events import EVENT_BUFFER, Event, NodeStatus, PeerInfo, SyncProgress, SyncStatus
 from p2pmarket.records import Kind, Listing, Profile, Review, Tombstone
 from p2pmarket.reputation import Reputation, SellerInfo
 from p2pmarket.rpc import codec
