@@ -126,3 +126,25 @@ def test_only_the_named_command_is_built() -> None:
     assert set(listing.commands["listing"].commands) == {"create"}  # type: ignore[attr-defined]
     listing = typer.main.get_command(_only_the_command(app, ["listing", "--help"]))
     assert "mine" in listing.commands["listing"].commands  # type: ignore[attr-defined]
+
+
+def test_status_loads_neither_the_events_nor_the_store(home: Path) -> None:
+    """``status`` reads a NodeStatus (p2pmarket.nodestatus): not the events, the
+    records they carry, the message store nor LevelDB."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _PROBE.format(heavy=("p2pmarket.events", "p2pmarket.store", "plyvel")),
+            "--home",
+            str(home),
+            "status",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+        check=False,
+    )
+    assert json.loads(result.stdout.splitlines()[-1]) == {"code": 0, "loaded": []}, result.stderr
