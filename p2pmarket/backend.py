@@ -99,13 +99,13 @@ def open_client_or_node(
 ) -> Client | Node:
     """The running daemon if there is one (waiting while it starts), else the
     home's store opened here."""
-    from p2pmarket.node import Node
-
     waiting: _Waiting | None = None
     while True:
         client = _try_client(home / "node.sock")
         if client is not None:
             return client
+        from p2pmarket.node import Node  # only now: a daemon's client needs no store
+
         try:
             return Node.open(home, passphrase=passphrase)
         except StoreLocked:

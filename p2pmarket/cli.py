@@ -1296,6 +1296,59 @@ def main(argv: list[str] | None = None) -> None:
         os.umask(previous)
 
 
+# The root's options that take a value: the word after one is not a command.
+_ROOT_VALUED = frozenset({"--home"})
+
+
+def _command_word(args: list[str], valued: frozenset[str]) -> str | None:
+    """The first word of ``args`` that names a command (None for none, or for
+    ``--help``, which lists them all)."""
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("--help", "--"):
+            return None
+        elif arg in valued:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def _only_the_command(group: typer.Typer, args: list[str]) -> typer.Typer:
+    """``group`` with only the command (or sub-group, itself pruned) that ``args``
+    name, when they name one: typer builds a click command for every command it
+    has, reading each one's signature and type hints, which was a third of a
+    command's start-up (issue 15: a command through the daemon in <= 150 ms).
+    With no such command (a typo, ``--help``) the whole group is built, so that
+    help and click's "No such command" stay what they were."""
+    import copy
+
+    word = _command_word(args, _ROOT_VALUED if group is app else frozenset())
+    if word is None:
+        return group
+    commands = [
+        info
+        for info in group.registered_commands
+        if (info.name or typer.main.get_command_name(getattr(info.callback, "__name__", "")))
+        == word
+    ]
+    groups = [info for info in group.registered_groups if info.name == word]
+    if len(commands) + len(groups) != 1:
+        return group
+    pruned = copy.copy(group)
+    pruned.registered_commands = commands
+    pruned.registered_groups = []
+    for info in groups:
+        sub = info.typer_instance
+        assert sub is not None
+        rest = args[args.index(word) + 1 :]
+        pruned.registered_groups = [copy.copy(info)]
+        pruned.registered_groups[0].typer_instance = _only_the_command(sub, rest)
+    return pruned
+
+
 def _run(argv: list[str] | None) -> None:
     # typer 0.26-0.28 vendor click as typer._click (pinned in pyproject.toml); its
     # usage errors derive from ClickException.
@@ -1305,7 +1358,7 @@ def _run(argv: list[str] | None) -> None:
     from p2pmarket.cli_input import message_for
 
     args = sys.argv[1:] if argv is None else argv
-    command = typer.main.get_command(app)
+    command = typer.main.get_command(_only_the_command(app, args))
     _check_text_params(command)
     try:
         result = command.main(args=args, prog_name="p2pmarket", standalone_mode=False)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import logging
 import os
 import stat
 import time
@@ -28,14 +27,20 @@ from typing import Final
 
 from p2pmarket.errors import ConfigError, StoreLocked
 
-log = logging.getLogger("p2pmarket.daemon")
-
 __all__ = ["DaemonLocks", "IdentityInUse", "daemon_alive", "runtime_dir"]
 
 HOME_LOCK: Final = "daemon.lock"
 # A CLI probing the home lock holds it (shared) for a moment; the daemon retries
 # that long before it believes another daemon has it.
 _RETRY_FOR: Final = 0.5
+
+
+def _warn(message: str, *args: object) -> None:
+    """Log a warning to the daemon's logger. logging is imported here, not with the
+    module: every CLI command loads this module, and only a starting daemon warns."""
+    import logging
+
+    logging.getLogger("p2pmarket.daemon").warning(message, *args)
 
 
 class IdentityInUse(StoreLocked):
@@ -122,14 +127,14 @@ class DaemonLocks:
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             st = os.lstat(folder)
         except OSError as exc:
-            log.warning("cannot check for this identity in other daemons: %s", exc.strerror)
+            _warn("cannot check for this identity in other daemons: %s", exc.strerror)
             return
         if (
             not stat.S_ISDIR(st.st_mode)
             or st.st_uid != os.geteuid()
             or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
         ):
-            log.warning(
+            _warn(
                 "not checking for this identity in other daemons: %s is not a private "
                 "folder of yours",
                 folder,
@@ -139,7 +144,7 @@ class DaemonLocks:
         try:
             fd = _open_lock(path, create=True)
         except OSError as exc:
-            log.warning("cannot check for this identity in other daemons: %s", exc.strerror)
+            _warn("cannot check for this identity in other daemons: %s", exc.strerror)
             return
         if not self._lock(fd):
             os.close(fd)

@@ -5,31 +5,18 @@ Pure functions, shared by the CLI and any other front end.
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from p2pmarket.crypto.peer_id import peer_id_from_public_key
-from p2pmarket.events import (
-    Event,
-    ListingAdded,
-    ListingUpdated,
-    ListingWithdrawn,
-    MessageReceived,
-    MessageStateChanged,
-    NodeStatus,
-    PeerConnected,
-    PeerDisconnected,
-    ProfileUpdated,
-    ReviewAdded,
-    SyncProgress,
-    SyncStatus,
-    TradeUpdated,
-)
 from p2pmarket.money import format_price
+from p2pmarket.nodestatus import NodeStatus, SyncProgress, SyncStatus
 from p2pmarket.records import Listing, Profile, Review, Tombstone, format_id
 
 if TYPE_CHECKING:
+    from p2pmarket.events import Event
     from p2pmarket.reputation import Reputation, SellerInfo
     from p2pmarket.store.messages import Message
     from p2pmarket.trade import TradeView
@@ -224,6 +211,18 @@ def listing_details(listing: Listing, now: float | None = None) -> list[str]:
 
 def event_json(event: Event) -> dict[str, Any]:
     """One ``watch --json`` line: the event's name and its data."""
+    from p2pmarket.events import (
+        ListingAdded,
+        ListingUpdated,
+        ListingWithdrawn,
+        MessageReceived,
+        MessageStateChanged,
+        PeerConnected,
+        ProfileUpdated,
+        ReviewAdded,
+        TradeUpdated,
+    )
+
     if isinstance(event, ListingAdded | ListingUpdated):
         body: dict[str, Any] = {"listing": listing_json(event.listing), "source": event.source}
     elif isinstance(event, ListingWithdrawn):
@@ -242,11 +241,24 @@ def event_json(event: Event) -> dict[str, Any]:
         body = {"trade": trade_json(event.view)}
     else:
         body = {"peer_id": event.peer_id}
-    return {"event": _EVENT_NAMES[type(event)], "time": iso_time(int(time.time())), **body}
+    return {"event": _event_names()[type(event)], "time": iso_time(int(time.time())), **body}
 
 
 def event_line(event: Event) -> str:
-    name = _EVENT_NAMES[type(event)]
+    """One ``watch`` line: the event's name and what it is about."""
+    from p2pmarket.events import (
+        ListingAdded,
+        ListingUpdated,
+        ListingWithdrawn,
+        MessageReceived,
+        MessageStateChanged,
+        PeerConnected,
+        ProfileUpdated,
+        ReviewAdded,
+        TradeUpdated,
+    )
+
+    name = _event_names()[type(event)]
     if isinstance(event, ListingAdded | ListingUpdated):
         return f"{name:18} {listing_line(event.listing)}"
     if isinstance(event, ListingWithdrawn):
@@ -265,18 +277,24 @@ def event_line(event: Event) -> str:
     return f"{name:18} {event.peer_id}"
 
 
-_EVENT_NAMES: dict[type, str] = {
-    ListingAdded: "listing-added",
-    ListingUpdated: "listing-updated",
-    ListingWithdrawn: "listing-withdrawn",
-    ProfileUpdated: "profile-updated",
-    ReviewAdded: "review-added",
-    PeerConnected: "peer-connected",
-    PeerDisconnected: "peer-disconnected",
-    MessageReceived: "message-received",
-    MessageStateChanged: "message-state",
-    TradeUpdated: "trade-updated",
-}
+@functools.cache
+def _event_names() -> dict[type, str]:
+    """Each event's name in ``watch``. Built on first use: events (and the records
+    and messages they carry) are loaded only by the commands that show them."""
+    from p2pmarket import events
+
+    return {
+        events.ListingAdded: "listing-added",
+        events.ListingUpdated: "listing-updated",
+        events.ListingWithdrawn: "listing-withdrawn",
+        events.ProfileUpdated: "profile-updated",
+        events.ReviewAdded: "review-added",
+        events.PeerConnected: "peer-connected",
+        events.PeerDisconnected: "peer-disconnected",
+        events.MessageReceived: "message-received",
+        events.MessageStateChanged: "message-state",
+        events.TradeUpdated: "trade-updated",
+    }
 
 
 def sync_line(status: SyncStatus) -> str:

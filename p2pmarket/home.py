@@ -18,7 +18,6 @@ Settings come from defaults, then ``config.toml``; the CLI applies its flags on 
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -200,6 +199,8 @@ class Home:
             return Config()
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read {self.config_file}: {exc}") from None
+        import tomllib  # here: most commands never read the config
+
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:

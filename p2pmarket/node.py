@@ -44,6 +44,7 @@ from p2pmarket.errors import (
     RateLimited,
 )
 from p2pmarket.events import (
+    EVENT_BUFFER,
     Event,
     ListingAdded,
     ListingUpdated,
@@ -98,8 +99,6 @@ MAX_OFFSET = 100_000
 _GC_STEP = 1000
 _R = TypeVar("_R", Listing, Tombstone, Profile, Review)
 Clock = Callable[[], float]
-# Events an embedder has not read yet; past this, new ones are dropped for it.
-EVENT_BUFFER = 1000
 # Listings fetched at once when reading a seller's catalogue from the DHT.
 _FETCH_CONCURRENCY = 8
 # fetch_seller returns what it has after this long (the CLI waits 60 s).

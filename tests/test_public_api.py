@@ -51,7 +51,7 @@ PUBLIC = {
 
 
 def test_the_package_exports_exactly_the_public_names() -> None:
-    exported = {name for name in vars(p2pmarket) if not name.startswith("_")} - {"annotations"}
+    exported = {name for name in dir(p2pmarket) if not name.startswith("_")} - {"annotations"}
     # Subpackages appear as attributes once imported; they are reached by path.
     modules = {name for name in exported if type(getattr(p2pmarket, name)).__name__ == "module"}
     assert exported - modules == PUBLIC

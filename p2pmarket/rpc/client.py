@@ -24,18 +24,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeVar
 
 from p2pmarket.errors import P2PMarketError
-from p2pmarket.events import Event, NodeStatus, PeerInfo, SyncProgress, SyncStatus
-from p2pmarket.node import EVENT_BUFFER
+from p2pmarket.nodestatus import EVENT_BUFFER, NodeStatus, PeerInfo, SyncProgress, SyncStatus
 from p2pmarket.records import Kind, Listing, Profile, Review, Tombstone
 from p2pmarket.reputation import Reputation, SellerInfo
 from p2pmarket.rpc import codec
 from p2pmarket.rpc.codec import ProtocolError
-from p2pmarket.store.messages import Message, Thread
-from p2pmarket.store.search import Page, Sort
 from p2pmarket.trade import TradeView
 
+# Loaded by the methods that return them: a command imports what it uses (the
+# message store and the search engine are not light).
 if TYPE_CHECKING:
+    from p2pmarket.events import Event
     from p2pmarket.ingest import IngestReport
+    from p2pmarket.store.messages import Message, Thread
+    from p2pmarket.store.search import Page, Sort
 
 __all__ = [
     "BULK_TIMEOUT",
@@ -359,6 +361,8 @@ class Client:
                 "offset": offset,
             },
         )
+        from p2pmarket.store.search import Page
+
         return _expect(result, Page, "search")
 
     def collect_garbage(self) -> int:
@@ -414,13 +418,19 @@ class Client:
         return _expect(self.call("sync_status"), SyncStatus, "sync_status")
 
     def send_message(self, to: bytes | str, text: str) -> Message:
+        from p2pmarket.store.messages import Message
+
         return _expect(self.call("send_message", {"to": to, "text": text}), Message, "send_message")
 
     def thread(self, peer: bytes | str, limit: int = 100) -> list[Message]:
         result = self.call("thread", {"peer": peer, "limit": limit})
+        from p2pmarket.store.messages import Message
+
         return _expect_list(result, Message, "thread")
 
     def conversations(self) -> list[Thread]:
+        from p2pmarket.store.messages import Thread
+
         return _expect_list(self.call("conversations"), Thread, "conversations")
 
     def mark_read(self, peer: bytes | str) -> int:
@@ -543,6 +553,8 @@ class Client:
         Events travel on a connection of their own, opened on the first
         ``next()``, so this client stays free for calls meanwhile. There is no
         timeout: a quiet market sends nothing for a long time."""
+        from p2pmarket.events import Event
+
         stream = Client.open(self._path, timeout=self._connect_timeout)
         try:
             request_id = stream._send_request("events", {"buffer": buffer}, None)

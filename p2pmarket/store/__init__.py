@@ -1,10 +1,42 @@
-"""The local store: one LevelDB per home. The only package that imports plyvel."""
+"""The local store: one LevelDB per home. The only package that imports plyvel.
+
+Its public names are imported on first use (PEP 562): ``p2pmarket.store.messages``
+is loaded by clients of the daemon for its dataclasses, and must not bring the
+listing store and its search engine with it.
+"""
 
 from __future__ import annotations
 
-from p2pmarket.store.listings import Change as Change
-from p2pmarket.store.listings import ListingStore as ListingStore
-from p2pmarket.store.listings import Outcome as Outcome
-from p2pmarket.store.search import Page as Page
-from p2pmarket.store.search import Query as Query
-from p2pmarket.store.search import Sort as Sort
+import importlib as _importlib
+import typing as _typing
+
+if _typing.TYPE_CHECKING:
+    from p2pmarket.store.listings import Change as Change
+    from p2pmarket.store.listings import ListingStore as ListingStore
+    from p2pmarket.store.listings import Outcome as Outcome
+    from p2pmarket.store.search import Page as Page
+    from p2pmarket.store.search import Query as Query
+    from p2pmarket.store.search import Sort as Sort
+
+_PUBLIC = {
+    "Change": "p2pmarket.store.listings",
+    "ListingStore": "p2pmarket.store.listings",
+    "Outcome": "p2pmarket.store.listings",
+    "Page": "p2pmarket.store.search",
+    "Query": "p2pmarket.store.search",
+    "Sort": "p2pmarket.store.search",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> object:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC})
