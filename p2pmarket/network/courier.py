@@ -89,7 +89,13 @@ class Courier:
         async def one(peer: ID) -> None:
             nonlocal kept
             try:
-                if await self._reach(peer) and self._may_hold(peer):
+                # A peer just dialled is judged once identify has told its
+                # protocols (py-libp2p runs identify after the connection opens).
+                if (
+                    await self._reach(peer)
+                    and await speaks(self._host, peer, MAILBOX_PROTOCOL, within=5)
+                    and self._may_hold(peer)
+                ):
                     await mailbox.deposit(peer, envelope)
                     kept += 1
             except NetworkError as exc:
