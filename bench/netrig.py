@@ -339,22 +339,16 @@ table inet filter {{
         host: Host,
         bootstrap: list[Host] | tuple[Host, ...] = (),
         extra: tuple[str, ...] = (),
+        *,
+        user_defaults: bool = False,
     ) -> None:
         """Start ``host``'s daemon (without waiting: see :meth:`wait_ready`), with
-        ``extra`` daemon options (``-v`` logs the network to ``host.log``)."""
-        args = [
-            "ip",
-            "netns",
-            "exec",
-            host.ns,
-            str(SCRIPT),
-            "--home",
-            str(host.home),
-            "daemon",
-            "--listen",
-            f"/ip4/{host.ip}/tcp/{PORT}",
-            "--no-mdns",
-        ]
+        ``extra`` daemon options (``-v`` logs the network to ``host.log``).
+        ``user_defaults``: as a user runs it (0.0.0.0, mDNS on), not on the
+        host's own address with mDNS off."""
+        args = ["ip", "netns", "exec", host.ns, str(SCRIPT), "--home", str(host.home), "daemon"]
+        if not user_defaults:
+            args += ["--listen", f"/ip4/{host.ip}/tcp/{PORT}", "--no-mdns"]
         for peer in bootstrap:
             args += ["--bootstrap", peer.address]
         args += extra

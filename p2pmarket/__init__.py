@@ -10,8 +10,9 @@ The public API is small and re-exported here; everything else is internal::
 
 from __future__ import annotations
 
-import importlib as _importlib
 import typing as _typing
+
+from p2pmarket import lazy as _lazy
 
 if _typing.TYPE_CHECKING:
     from p2pmarket.errors import ConfigError as ConfigError
@@ -108,14 +109,5 @@ _PUBLIC = {
 __all__ = sorted(_PUBLIC)
 
 
-def __getattr__(name: str) -> object:
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module), name)
-    globals()[name] = value  # once: later lookups do not come here
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_PUBLIC})
+__getattr__ = _lazy.attribute_loader(__name__, _PUBLIC, globals())
+__dir__ = _lazy.listing(_PUBLIC, globals())

@@ -5,13 +5,12 @@ so they never met: _libp2p_fixes, item 9)."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 
 import pytest
 from netns_support import needs_netns, wait_until
 
-from bench.netrig import SCRIPT, Host, Rig, _env
+from bench.netrig import Host, Rig
 
 pytestmark = [pytest.mark.netns, needs_netns]
 
@@ -22,25 +21,7 @@ def lan() -> Iterator[list[Host]]:
         router = rig.add_router("eim")
         hosts = [rig.add_host(router), rig.add_host(router)]
         for host in hosts:
-            host.log = rig.root / f"{host.name}.log"
-            with host.log.open("a") as log:
-                host.process = subprocess.Popen(
-                    [
-                        "ip",
-                        "netns",
-                        "exec",
-                        host.ns,
-                        str(SCRIPT),
-                        "--home",
-                        str(host.home),
-                        "daemon",
-                    ],
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=log,
-                    env=_env({}),
-                    text=True,
-                )
+            rig.start(host, user_defaults=True)
         yield hosts
 
 
